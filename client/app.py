@@ -1,0 +1,133 @@
+"""The fedgaze ClientApp: everything that happens on a person's device during a round.
+
+Raw traces are read from the device's own storage and turned into features here; only the
+trained weights and the declared metrics (example count, loss, accuracy, the DP-SGD parameters
+and the device's cumulative epsilon) go back. The device enforces its own privacy budget and
+persists its accountant history before it replies, so a crash after training can only
+over-count spending, never under-count it.
+"""
+
+from __future__ import annotations
+
+import zlib
+from functools import lru_cache
+from pathlib import Path
+
+from flwr.app import Context, Message
+from flwr.clientapp import ClientApp
+
+from fedgaze.client.device_data import load_node_device
+from fedgaze.data.split import chronological_split
+from fedgaze.features.v1 import FeatureMatrix, featurize
+from fedgaze.federation import protocol
+from fedgaze.federation.arrays import from_array_record, to_array_record
+from fedgaze.federation.settings import NodeSettings, RoundPlan
+from fedgaze.model.evaluation import evaluate
+
+app = ClientApp()
+
+PRIVACY_STATE_FILE = "privacy_state.json"
+
+
+@lru_cache(maxsize=8)
+def _local_split(node: NodeSettings, holdout: float) -> tuple[FeatureMatrix, FeatureMatrix]:
+    device = load_node_device(node)
+    train, test = chronological_split(device.comparisons(), holdout)
+    return featurize(train), featurize(test)
+
+
+def privacy_state_path(node: NodeSettings) -> Path:
+    """Where this device keeps its accountant history."""
+    return Path(node.device_dir) / PRIVACY_STATE_FILE
+
+
+def _seed(plan: RoundPlan, device_id: str) -> int:
+    return (plan.seed * 1_000_003 + plan.server_round * 7919 + zlib.crc32(device_id.encode())) % (
+        2**31
+    )
+
+
+@app.train()
+def train(msg: Message, context: Context) -> Message:
+    """Train the pushed global model on this device's data with DP-SGD, within budget."""
+    # Opacus takes seconds to import and every message runs in a fresh process: evaluation
+    # does not need it, so only training pays for it.
+    from fedgaze.privacy.dp_train import BudgetExhausted, DPConfig, train_local
+    from fedgaze.privacy.state import PrivacyState, RoundAlreadyCharged
+
+    node = NodeSettings.from_node_config(context.node_config)
+    plan = RoundPlan.from_config(msg.content[protocol.CONFIG])
+    train_fm, _ = _local_split(node, plan.holdout)
+    global_state = from_array_record(msg.content[protocol.ARRAYS])
+    path = privacy_state_path(node)
+    privacy = PrivacyState.load(path)
+    dp = DPConfig(
+        noise_multiplier=plan.noise_multiplier,
+        max_grad_norm=plan.max_grad_norm,
+        batch_size=plan.batch_size,
+        local_epochs=plan.local_epochs,
+        lr=plan.lr,
+        delta=node.delta,
+        epsilon_budget=node.epsilon_budget,
+    )
+    spent = {"epsilon": privacy.epsilon(dp.delta, dp.accountant), "delta": dp.delta}
+    if len(train_fm.y) == 0:
+        metrics = {protocol.NUM_EXAMPLES: 0, **spent}
+        return Message(
+            protocol.reply_content(node.device_id, protocol.STATUS_NO_DATA, metrics),
+            reply_to=msg,
+        )
+    try:
+        result = train_local(
+            global_state,
+            train_fm.X,
+            train_fm.y,
+            dp,
+            privacy,
+            run_id=plan.run_key,
+            round=plan.server_round,
+            seed=_seed(plan, node.device_id),
+        )
+    except (BudgetExhausted, RoundAlreadyCharged) as refusal:
+        status = (
+            protocol.STATUS_EXHAUSTED
+            if isinstance(refusal, BudgetExhausted)
+            else protocol.STATUS_ALREADY_CHARGED
+        )
+        return Message(
+            protocol.reply_content(node.device_id, status, {protocol.NUM_EXAMPLES: 0, **spent}),
+            reply_to=msg,
+        )
+    result.new_privacy_state.save(path)
+    metrics = {
+        protocol.NUM_EXAMPLES: result.examples,
+        "epsilon": result.epsilon,
+        "delta": result.delta,
+        "steps": result.steps,
+        "sample-rate": result.sample_rate,
+        "noise-multiplier": result.noise_multiplier,
+    }
+    return Message(
+        protocol.reply_content(
+            node.device_id, protocol.STATUS_TRAINED, metrics, to_array_record(result.state)
+        ),
+        reply_to=msg,
+    )
+
+
+@app.evaluate()
+def evaluate_global(msg: Message, context: Context) -> Message:
+    """Score the pushed global model on this device's later (held-out) comparisons."""
+    node = NodeSettings.from_node_config(context.node_config)
+    plan = RoundPlan.from_config(msg.content[protocol.CONFIG])
+    _, test_fm = _local_split(node, plan.holdout)
+    if len(test_fm.y) == 0:
+        metrics = {protocol.NUM_EXAMPLES: 0}
+    else:
+        loss, accuracy, n = evaluate(
+            from_array_record(msg.content[protocol.ARRAYS]), test_fm.X, test_fm.y
+        )
+        metrics = {protocol.NUM_EXAMPLES: n, "loss": loss, "accuracy": accuracy}
+    return Message(
+        protocol.reply_content(node.device_id, protocol.STATUS_EVALUATED, metrics), reply_to=msg
+    )

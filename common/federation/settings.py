@@ -1,0 +1,127 @@
+"""Validated settings that cross process boundaries: run config, node config, round plans.
+
+Flower passes flat key/value configs (``--node-config``, the app's run config, ConfigRecords).
+These models are the single place where those flat configs are built and parsed, so a wrong key
+or value fails with the key named instead of surfacing as a confused error rounds later.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+
+class SettingsError(ValueError):
+    """A flat config could not be parsed; the message names the offending key."""
+
+
+def _parse(model: type[BaseModel], flat: Mapping[str, Any], where: str) -> Any:
+    data = {k.replace("-", "_"): v for k, v in flat.items()}
+    try:
+        return model.model_validate(data)
+    except ValidationError as err:
+        details = "; ".join(
+            f"{'.'.join(str(p).replace('_', '-') for p in e['loc'])}: {e['msg']}"
+            for e in err.errors()
+        )
+        raise SettingsError(f"invalid {where}: {details}") from None
+
+
+def _flat(model: BaseModel) -> dict[str, Any]:
+    return {k.replace("_", "-"): v for k, v in model.model_dump().items() if v is not None}
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class NodeSettings(_Frozen):
+    """What a device (SuperNode) knows about itself: identity, storage, and its own budget.
+
+    The budget lives here, on the device, because the device enforces it without trusting the
+    server.
+    """
+
+    device_id: str = Field(min_length=1)
+    device_dir: str = Field(min_length=1)
+    data: str = Field(min_length=1)
+    data_format: Literal["store", "ifllm"] = "store"
+    worker: str | None = None
+    epsilon_budget: float = Field(gt=0)
+    delta: float = Field(gt=0, lt=1)
+
+    @classmethod
+    def from_node_config(cls, flat: Mapping[str, Any]) -> NodeSettings:
+        """Parse a SuperNode's ``--node-config`` mapping."""
+        known = {k: v for k, v in flat.items() if k.replace("-", "_") in cls.model_fields}
+        return _parse(cls, known, "node config")  # type: ignore[no-any-return]
+
+    def to_node_config_arg(self) -> str:
+        """Render as the ``--node-config`` argument of ``flower-supernode``."""
+        parts = []
+        for key, value in _flat(self).items():
+            if isinstance(value, str):
+                if '"' in value or "\\" in value:
+                    raise SettingsError(f"node config {key} may not contain quotes: {value!r}")
+                parts.append(f'{key}="{value}"')
+            else:
+                parts.append(f"{key}={value!r}")
+        return " ".join(parts)
+
+
+class RoundPlan(_Frozen):
+    """The training plan the server sends with every round: DP-SGD hyperparameters and split."""
+
+    run_key: str = Field(min_length=1)
+    server_round: int = Field(ge=1)
+    noise_multiplier: float = Field(gt=0)
+    max_grad_norm: float = Field(gt=0)
+    batch_size: int = Field(ge=1)
+    local_epochs: int = Field(ge=1)
+    lr: float = Field(gt=0)
+    holdout: float = Field(ge=0, lt=1)
+    seed: int = 0
+
+    @classmethod
+    def from_config(cls, flat: Mapping[str, Any]) -> RoundPlan:
+        """Parse the ConfigRecord a train/evaluate message carries."""
+        return _parse(cls, flat, "round config")  # type: ignore[no-any-return]
+
+    def to_config(self) -> dict[str, Any]:
+        """Flat mapping for a Flower ConfigRecord."""
+        return _flat(self)
+
+
+class ServerSettings(_Frozen):
+    """Everything the ServerApp needs, passed as the Flower app's run config."""
+
+    run_dir: str = Field(min_length=1)
+    run_key: str = Field(min_length=1)
+    rounds: int = Field(ge=1, le=10_000)
+    min_nodes: int = Field(ge=1)
+    node_wait_timeout: float = Field(gt=0)
+    round_timeout: float = Field(gt=0)
+    hidden: int = Field(ge=1, le=1024)
+    noise_multiplier: float = Field(gt=0)
+    max_grad_norm: float = Field(gt=0)
+    batch_size: int = Field(ge=1)
+    local_epochs: int = Field(ge=1)
+    lr: float = Field(gt=0)
+    holdout: float = Field(ge=0, lt=1)
+    seed: int = 0
+
+    @classmethod
+    def from_run_config(cls, flat: Mapping[str, Any]) -> ServerSettings:
+        """Parse the ServerApp's run config."""
+        return _parse(cls, flat, "run config")  # type: ignore[no-any-return]
+
+    def to_run_config(self) -> dict[str, Any]:
+        """Flat mapping written into the Flower app's ``[tool.flwr.app.config]``."""
+        return _flat(self)
+
+    def plan(self, server_round: int) -> RoundPlan:
+        """The plan sent to devices for ``server_round``."""
+        fields = {k: v for k, v in self.model_dump().items() if k in RoundPlan.model_fields}
+        return RoundPlan(server_round=server_round, **fields)

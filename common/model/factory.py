@@ -1,0 +1,35 @@
+"""Building reward models for the current feature set: fresh, or from a saved model directory."""
+
+from __future__ import annotations
+
+import torch
+
+from fedgaze.features.v1 import SIDE_FEATURE_NAMES
+from fedgaze.federation.arrays import ModelState
+from fedgaze.model.reward import PairwiseRewardModel, load_numpy_state, state_to_numpy
+from fedgaze.model.store import ModelDirError, SavedModel
+
+FEATURE_SET = "v1"
+
+
+def n_features() -> int:
+    """Number of per-side features in the current feature set."""
+    return len(SIDE_FEATURE_NAMES)
+
+
+def initial_state(hidden: int, seed: int) -> ModelState:
+    """A freshly initialised reward model's weights, reproducible from ``seed``."""
+    torch.manual_seed(seed)
+    return state_to_numpy(PairwiseRewardModel(n_features(), hidden=hidden))
+
+
+def build_model(saved: SavedModel) -> PairwiseRewardModel:
+    """Rebuild a torch model from a saved model, refusing one made for other features."""
+    if saved.feature_set != FEATURE_SET or saved.n_features != n_features():
+        raise ModelDirError(
+            f"model was trained on feature set {saved.feature_set!r} with {saved.n_features} "
+            f"features; this fedgaze computes {FEATURE_SET!r} with {n_features()}"
+        )
+    model = PairwiseRewardModel(saved.n_features, hidden=saved.hidden)
+    load_numpy_state(model, saved.state)
+    return model

@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Create (or update) the project's virtual environment in .venv with everything fedgaze, its
+# tests and its linters need. Idempotent; safe to run on a fresh machine.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  "$PYTHON" -m venv .venv
+fi
+.venv/bin/python -m pip install --quiet --upgrade pip
+# constraints.txt pins the CPU torch wheel and the Flower line whose Fleet API is gRPC.
+.venv/bin/python -m pip install --quiet -c constraints.txt -e ".[dev]"

@@ -1,0 +1,92 @@
+"""The device store keeps a device's data intact across a save/load and refuses corrupt files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fedgaze.client.store import StoreError, load_device, save_device
+from fedgaze.data.schema import SIDE_LEFT, SIDE_NONE, SIDE_RIGHT, Device, Query, Samples
+
+
+def _samples(n: int, offset: float) -> Samples:
+    rng = np.random.default_rng(n)
+    return Samples(
+        t_ms=offset + np.arange(n) * 80.0,
+        x=rng.normal(500, 100, n),
+        y=np.where(np.arange(n) == 0, np.nan, rng.normal(400, 100, n)),
+        side=rng.choice([SIDE_NONE, SIDE_LEFT, SIDE_RIGHT], n),
+        char_index=rng.integers(-1, 200, n),
+        validate=rng.choice([-1, 0, 1], n),
+    )
+
+
+def _device() -> Device:
+    queries = (
+        Query(
+            1,
+            3,
+            True,
+            'q, "one"',
+            "left\nanswer",
+            "right",
+            2,
+            None,
+            None,
+            1.7e12,
+            _samples(30, 1.7e12),
+            _samples(30, 1.7e12),
+        ),
+        Query(2, 3, True, "q2", "l", "r", None, None, None, None),
+        Query(
+            3,
+            4,
+            False,
+            "q3",
+            "only",
+            None,
+            1,
+            4.0,
+            None,
+            1.8e12,
+            _samples(5, 1.8e12),
+            Samples.empty(),
+        ),
+    )
+    return Device("worker_x", queries, {3: 71.0})
+
+
+def test_roundtrip_is_exact(tmp_path: Path) -> None:
+    device = _device()
+    save_device(tmp_path, device)
+    back = load_device(tmp_path)
+    assert back.device_id == device.device_id and dict(back.calibration) == {3: 71.0}
+    for a, b in zip(device.queries, back.queries, strict=True):
+        assert (a.query_id, a.prompt, a.response_right, a.preference, a.shown_at_ms) == (
+            b.query_id,
+            b.prompt,
+            b.response_right,
+            b.preference,
+            b.shown_at_ms,
+        )
+        for mod in ("gaze", "mouse"):
+            for col in ("t_ms", "x", "y", "side", "char_index", "validate"):
+                np.testing.assert_array_equal(
+                    getattr(getattr(a, mod), col), getattr(getattr(b, mod), col)
+                )
+    assert [q.query_id for q in back.comparisons()] == [1]
+
+
+def test_corrupt_or_missing_files_are_named(tmp_path: Path) -> None:
+    with pytest.raises(StoreError, match=r"device\.json"):
+        load_device(tmp_path)
+    save_device(tmp_path, _device())
+    (tmp_path / "samples.npz").write_bytes(b"\x00" * 10)
+    with pytest.raises(StoreError, match=r"samples\.npz"):
+        load_device(tmp_path)
+    save_device(tmp_path, _device())
+    (tmp_path / "device.json").write_text("{not json")
+    with pytest.raises(StoreError, match=r"device\.json"):
+        load_device(tmp_path)
