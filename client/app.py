@@ -56,9 +56,9 @@ def train(msg: Message, context: Context) -> Message:
     from fedgaze.privacy.state import PrivacyState, RoundAlreadyCharged
 
     node = NodeSettings.from_node_config(context.node_config)
-    plan = RoundPlan.from_config(msg.content[protocol.CONFIG])
+    plan = RoundPlan.from_config(msg.content.config_records[protocol.CONFIG])
     train_fm, _ = _local_split(node, plan.holdout)
-    global_state = from_array_record(msg.content[protocol.ARRAYS])
+    global_state = from_array_record(msg.content.array_records[protocol.ARRAYS])
     path = privacy_state_path(node)
     privacy = PrivacyState.load(path)
     dp = DPConfig(
@@ -119,13 +119,12 @@ def train(msg: Message, context: Context) -> Message:
 def evaluate_global(msg: Message, context: Context) -> Message:
     """Score the pushed global model on this device's later (held-out) comparisons."""
     node = NodeSettings.from_node_config(context.node_config)
-    plan = RoundPlan.from_config(msg.content[protocol.CONFIG])
+    plan = RoundPlan.from_config(msg.content.config_records[protocol.CONFIG])
     _, test_fm = _local_split(node, plan.holdout)
-    if len(test_fm.y) == 0:
-        metrics = {protocol.NUM_EXAMPLES: 0}
-    else:
+    metrics: dict[str, float] = {protocol.NUM_EXAMPLES: 0}
+    if len(test_fm.y) > 0:
         loss, accuracy, n = evaluate(
-            from_array_record(msg.content[protocol.ARRAYS]), test_fm.X, test_fm.y
+            from_array_record(msg.content.array_records[protocol.ARRAYS]), test_fm.X, test_fm.y
         )
         metrics = {protocol.NUM_EXAMPLES: n, "loss": loss, "accuracy": accuracy}
     return Message(

@@ -8,8 +8,12 @@ import shutil
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
+
+if TYPE_CHECKING:
+    from fedgaze.demo import FederationOptions
 
 
 def _positive_int(text: str) -> int:
@@ -88,13 +92,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _federation_options(args: argparse.Namespace, **overrides: object) -> object:
+def _federation_options(args: argparse.Namespace, **overrides: Any) -> FederationOptions:
     from fedgaze.demo import FederationOptions
 
     workers = (
         tuple(w.strip() for w in args.workers.split(",") if w.strip()) if args.workers else None
     )
-    fields = {
+    fields: dict[str, Any] = {
         "rounds": args.rounds,
         "seed": args.seed,
         "workers": workers,
@@ -105,14 +109,14 @@ def _federation_options(args: argparse.Namespace, **overrides: object) -> object
         "run_dir": args.run_dir,
         **overrides,
     }
-    return FederationOptions(**fields)  # type: ignore[arg-type]
+    return FederationOptions(**fields)
 
 
 def _cmd_demo(args: argparse.Namespace, console: Console) -> int:
     from fedgaze.demo import run_local_federation
 
     opts = _federation_options(args, nodes=args.nodes, data=args.data, epsilon_budget=args.epsilon)
-    summary = run_local_federation(opts, console)  # type: ignore[arg-type]
+    summary = run_local_federation(opts, console)
     return 0 if summary["rounds_completed"] == summary["rounds"] else 1
 
 
@@ -139,7 +143,7 @@ def _cmd_train(args: argparse.Namespace, console: Console) -> int:
     from fedgaze.demo import run_local_federation
 
     opts = _federation_options(args, data=args.data, epsilon_budget=args.epsilon or 8.0)
-    summary = run_local_federation(opts, console)  # type: ignore[arg-type]
+    summary = run_local_federation(opts, console)
     if summary["rounds_completed"] != summary["rounds"]:
         return 1
     if args.out.exists():

@@ -157,7 +157,9 @@ def run_federation(grid: Grid, settings: ServerSettings) -> dict[str, Any]:
                         },
                     }
                 )
-                updates.append((from_array_record(msg.content[protocol.ARRAYS]), report.examples))
+                updates.append(
+                    (from_array_record(msg.content.array_records[protocol.ARRAYS]), report.examples)
+                )
         if updates:
             state = fedavg(updates)
 

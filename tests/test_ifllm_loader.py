@@ -30,8 +30,18 @@ HOUR_MS = 3_600_000
 T0 = 1_760_000_000_000.0  # 2025-10-09 08:53:20 UTC
 WORDS = ("alpha", "bravo", "charlie", "delta")
 QUERY_HEADER = [
-    "query_ID", "user_id", "task_id", "user_query", "llm_response_1", "llm_response_2",
-    "llm_name_1", "llm_name_2", "likert_1", "likert_2", "preference", "adjustment",
+    "query_ID",
+    "user_id",
+    "task_id",
+    "user_query",
+    "llm_response_1",
+    "llm_response_2",
+    "llm_name_1",
+    "llm_name_2",
+    "likert_1",
+    "likert_2",
+    "preference",
+    "adjustment",
     "query_timestamp",
 ]
 TASK_HEADER = ["user_id", "task_id", "summary", "accuracy", "finished", "domain"]
@@ -79,18 +89,25 @@ class Page:
     def query_rows(self) -> list[dict[str, str]]:
         rows = []
         for k, ts in enumerate(self.shown):
-            rows.append({
-                "query_ID": str(self.first_id + k), "user_id": self.worker,
-                "task_id": str(self.task), "user_query": f"question {k}",
-                "llm_response_1": answer("l", k),
-                "llm_response_2": answer("r", k) if self.pairwise else "",
-                "llm_name_1": "gpt-4o-mini",
-                "llm_name_2": "deepseek-ai/\r\nDeepSeek-V3" if self.pairwise else "",
-                "likert_1": "4.0", "likert_2": "3.0" if self.pairwise else "",
-                "preference": ("2.0" if k % 2 else "1.0") if self.pairwise else
-                              ("" if k == 0 else "1.0"),
-                "adjustment": "0", "query_timestamp": stamp(ts + self.log_offset_ms),
-            })
+            rows.append(
+                {
+                    "query_ID": str(self.first_id + k),
+                    "user_id": self.worker,
+                    "task_id": str(self.task),
+                    "user_query": f"question {k}",
+                    "llm_response_1": answer("l", k),
+                    "llm_response_2": answer("r", k) if self.pairwise else "",
+                    "llm_name_1": "gpt-4o-mini",
+                    "llm_name_2": "deepseek-ai/\r\nDeepSeek-V3" if self.pairwise else "",
+                    "likert_1": "4.0",
+                    "likert_2": "3.0" if self.pairwise else "",
+                    "preference": ("2.0" if k % 2 else "1.0")
+                    if self.pairwise
+                    else ("" if k == 0 else "1.0"),
+                    "adjustment": "0",
+                    "query_timestamp": stamp(ts + self.log_offset_ms),
+                }
+            )
         return rows + self.extra_query_rows
 
     def trace_files(self) -> dict[str, list[str]]:
@@ -98,20 +115,28 @@ class Page:
         t = self.times
         pt = (t - t[0] + 11_000.5).tolist()
         displayed = np.searchsorted(self.shown + self.lag_ms, t, side="right") - 1
-        tail = (lambda i: f"{pt[i]},{int(t[i])}") if self.six_columns else (
-            lambda i: f"{pt[i]},1,{int(t[i])}")
+        tail = (
+            (lambda i: f"{pt[i]},{int(t[i])}")
+            if self.six_columns
+            else (lambda i: f"{pt[i]},1,{int(t[i])}")
+        )
         off = [f"-1,-1,,,{tail(i)}" for i in range(len(t))]
         left = []
         for i, d in enumerate(displayed):
             text, ci = ("please wait patiently", 5) if d < 0 else (answer("l", d)[10:30], 20)
             left.append(f'12.5,30,"{text}",{ci},{tail(i)}')
-        mouse = [("-1,-1" if i < 5 else "100,200") + f",{pt[i]},{int(t[i])}"
-                 for i in range(len(t))]
+        mouse = [("-1,-1" if i < 5 else "100,200") + f",{pt[i]},{int(t[i])}" for i in range(len(t))]
         gaze = [f"300.5,400.25,{pt[i]},{int(t[i])}" for i in range(len(t))]
         if self.pairwise:  # every batch of 10 written twice
             gaze = [row for b in range(0, len(gaze), 10) for row in gaze[b : b + 10] * 2]
-            return {"abs_gaze": gaze, "abs_mouse": mouse, "rel_gaze_one": left,
-                    "rel_gaze_two": off, "rel_mouse_left": off, "rel_mouse_right": off}
+            return {
+                "abs_gaze": gaze,
+                "abs_mouse": mouse,
+                "rel_gaze_one": left,
+                "rel_gaze_two": off,
+                "rel_mouse_left": off,
+                "rel_mouse_right": off,
+            }
         return {"abs_gaze": gaze, "abs_mouse": mouse, "rel_gaze": left, "rel_mouse": off}
 
 
@@ -141,8 +166,17 @@ def write_table(path: Path, header: list[str], rows: list[dict[str, str]], gz: b
 def build(root: Path, pages: list[Page], gz: bool = False, folders: bool = True) -> Path:
     rows = [r for p in pages for r in p.query_rows()]
     write_table(root / "query_logs_table.csv", QUERY_HEADER, rows, gz)
-    tasks = [{"user_id": p.worker, "task_id": str(p.task), "summary": "line one\nline two",
-              "accuracy": "77.0", "finished": stamp(p.times[-1]), "domain": "x"} for p in pages]
+    tasks = [
+        {
+            "user_id": p.worker,
+            "task_id": str(p.task),
+            "summary": "line one\nline two",
+            "accuracy": "77.0",
+            "finished": stamp(p.times[-1]),
+            "domain": "x",
+        }
+        for p in pages
+    ]
     write_table(root / "task_table.csv", TASK_HEADER, tasks, gz)
     for p in pages:
         if folders:
@@ -231,9 +265,12 @@ def test_mouse_sentinel_becomes_nan(tmp_path: Path) -> None:
     page = Page()
     root = build(tmp_path, [page])
     first = int(np.searchsorted(page.times, page.shown[0] + page.lag_ms))  # first attributed
-    edit_lines(page_dir(root, page) / "abs_mouse.csv",
-               lambda ls: [("-1,-1," + r.split(",", 2)[2]) if i < first + 5 else r
-                           for i, r in enumerate(ls)])
+    edit_lines(
+        page_dir(root, page) / "abs_mouse.csv",
+        lambda ls: [
+            ("-1,-1," + r.split(",", 2)[2]) if i < first + 5 else r for i, r in enumerate(ls)
+        ],
+    )
     mouse = page_queries(load_ifllm(root), page)[0].mouse
     assert np.isnan(mouse.x[:5]).all() and np.isnan(mouse.y[:5]).all()
     assert not np.isnan(mouse.x[5:]).any() and np.all(mouse.x[5:] == 100)
@@ -341,13 +378,19 @@ def test_bad_rows_are_reported_and_neighbours_kept(tmp_path: Path) -> None:
     page = Page()
     root = build(tmp_path, [page])
     folder = page_dir(root, page)
-    garbage = ["@@@ not a row", '1.0,2.0,"cut off', "12.5,30,\"x\",5,abc,1,1760000000000",
-               "12.5,oops,\"x\",5,11000,1,1760000000000", "12.5,30,\"x\",5,11000,1,17"]
+    garbage = [
+        "@@@ not a row",
+        '1.0,2.0,"cut off',
+        '12.5,30,"x",5,abc,1,1760000000000',
+        '12.5,oops,"x",5,11000,1,1760000000000',
+        '12.5,30,"x",5,11000,1,17',
+    ]
     # extra garbage rows inserted between valid rows (lines 51..55 of the file)
     edit_lines(folder / "rel_gaze_one.csv", lambda ls: ls[:50] + garbage + ls[50:])
     # one valid abs_mouse row replaced by a row with a missing field (line 301)
-    edit_lines(folder / "abs_mouse.csv",
-               lambda ls: [*ls[:300], ls[300].rsplit(",", 1)[0], *ls[301:]])
+    edit_lines(
+        folder / "abs_mouse.csv", lambda ls: [*ls[:300], ls[300].rsplit(",", 1)[0], *ls[301:]]
+    )
     ds = load_ifllm(root)
     gaze_probs = problems_of(ds, "rel_gaze_one.csv")
     assert gaze_probs == [
@@ -359,8 +402,11 @@ def test_bad_rows_are_reported_and_neighbours_kept(tmp_path: Path) -> None:
         "54: bad row: y 'oops' is not a number",
         "55: bad row: epoch_ms '17' is not a plausible epoch in ms",
     ]
-    assert all(p.file == f"{BEHAVIOR_DIR}/worker_aaaa/1/rel_gaze_one.csv"
-               for p in ds.problems if p.file.endswith("rel_gaze_one.csv"))
+    assert all(
+        p.file == f"{BEHAVIOR_DIR}/worker_aaaa/1/rel_gaze_one.csv"
+        for p in ds.problems
+        if p.file.endswith("rel_gaze_one.csv")
+    )
     mouse_probs = problems_of(ds, "abs_mouse.csv")
     assert mouse_probs[0].startswith("301: bad row: expected 4 comma-separated fields")
     left = problems_of(ds, "rel_mouse_left.csv")
@@ -482,8 +528,11 @@ def test_real_attribution_sanity(full: IfllmDataset) -> None:
     consistent = total = 0
     for q in (q for d in full.devices for q in d.queries):
         for s in (q.gaze, q.mouse):
-            lens = np.select([s.side == SIDE_LEFT, s.side == SIDE_RIGHT],
-                             [len(q.response_left), len(q.response_right or "")], -1)
+            lens = np.select(
+                [s.side == SIDE_LEFT, s.side == SIDE_RIGHT],
+                [len(q.response_left), len(q.response_right or "")],
+                -1,
+            )
             has = (s.char_index >= 0) & (s.side != SIDE_NONE)
             total += int(has.sum())
             consistent += int((s.char_index[has] <= lens[has]).sum())
@@ -497,9 +546,14 @@ def test_real_attribution_sanity(full: IfllmDataset) -> None:
 def raw_timestamps(root: Path) -> dict[int, float]:
     """query_ID -> query_timestamp as logged (UTC ms), read independently of the loader."""
     with gzip.open(root / "query_logs_table.csv.gz", "rt", encoding="utf-8", newline="") as fh:
-        return {int(r["query_ID"]): datetime.strptime(r["query_timestamp"], "%Y-%m-%d %H:%M:%S")
-                .replace(tzinfo=UTC).timestamp() * 1000
-                for r in csv.DictReader(fh) if not r["query_timestamp"].startswith("0000")}
+        return {
+            int(r["query_ID"]): datetime.strptime(r["query_timestamp"], "%Y-%m-%d %H:%M:%S")
+            .replace(tzinfo=UTC)
+            .timestamp()
+            * 1000
+            for r in csv.DictReader(fh)
+            if not r["query_timestamp"].startswith("0000")
+        }
 
 
 @pytest.mark.realdata
@@ -508,8 +562,11 @@ def test_real_four_hour_offset(full: IfllmDataset, ifllm_root: Path) -> None:
     device = full.device("worker_6129fc84")
     for task, offset in ((85, 4 * HOUR_MS), (73, 4 * HOUR_MS), (82, 0), (67, 0)):
         queries = [q for q in device.queries if q.task_id == task]
-        first_epoch = float(lines_of(ifllm_root / BEHAVIOR_DIR / "worker_6129fc84" / str(task)
-                                     / "abs_mouse.csv.gz")[0].split(",")[3])
+        first_epoch = float(
+            lines_of(
+                ifllm_root / BEHAVIOR_DIR / "worker_6129fc84" / str(task) / "abs_mouse.csv.gz"
+            )[0].split(",")[3]
+        )
         for q in queries:
             assert q.shown_at_ms is not None
             assert raw[q.query_id] - q.shown_at_ms == offset

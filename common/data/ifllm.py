@@ -454,8 +454,11 @@ def _read_queries(base: Path, sink: _Sink) -> list[_QueryRow]:
             query_id = int(rec["query_ID"].strip())
             task_id = int(rec["task_id"].strip())
         except ValueError:
-            sink.add(path, line, f"bad row: query_ID/task_id not integers "
-                     f"({rec['query_ID']!r}, {rec['task_id']!r})")
+            sink.add(
+                path,
+                line,
+                f"bad row: query_ID/task_id not integers ({rec['query_ID']!r}, {rec['task_id']!r})",
+            )
             continue
         user = rec["user_id"].strip()
         if not user:
@@ -471,20 +474,34 @@ def _read_queries(base: Path, sink: _Sink) -> list[_QueryRow]:
             try:
                 numbers[col] = _opt_float(rec[col])
             except ValueError:
-                issues.append(f"bad value: {col} {rec[col]!r} of query_ID {query_id} is not a "
-                              f"number; set to None")
+                issues.append(
+                    f"bad value: {col} {rec[col]!r} of query_ID {query_id} is not a "
+                    f"number; set to None"
+                )
                 numbers[col] = None
         ts = _parse_ts(rec["query_timestamp"])
         if ts is None:
-            issues.append(f"bad timestamp: query_timestamp {rec['query_timestamp']!r} unusable "
-                          f"(query_ID {query_id}); shown_at_ms=None")
+            issues.append(
+                f"bad timestamp: query_timestamp {rec['query_timestamp']!r} unusable "
+                f"(query_ID {query_id}); shown_at_ms=None"
+            )
         right = rec["llm_response_2"]
-        rows.append(_QueryRow(
-            query_id=query_id, user_id=user, task_id=task_id, prompt=rec["user_query"],
-            response_1=rec["llm_response_1"], response_2=right if right.strip() else None,
-            likert_1=numbers["likert_1"], likert_2=numbers["likert_2"],
-            preference=numbers["preference"], ts_ms=ts, line=line, issues=tuple(issues),
-        ))
+        rows.append(
+            _QueryRow(
+                query_id=query_id,
+                user_id=user,
+                task_id=task_id,
+                prompt=rec["user_query"],
+                response_1=rec["llm_response_1"],
+                response_2=right if right.strip() else None,
+                likert_1=numbers["likert_1"],
+                likert_2=numbers["likert_2"],
+                preference=numbers["preference"],
+                ts_ms=ts,
+                line=line,
+                issues=tuple(issues),
+            )
+        )
     return rows
 
 
@@ -497,15 +514,22 @@ def _read_tasks(base: Path, sink: _Sink) -> dict[tuple[str, int], _TaskInfo]:
             key = (rec["user_id"].strip(), int(rec["task_id"].strip()))
             accuracy = _opt_float(rec["accuracy"])
         except ValueError:
-            sink.add(path, line, f"bad row: task_id {rec['task_id']!r} or accuracy "
-                     f"{rec['accuracy']!r} not a number")
+            sink.add(
+                path,
+                line,
+                f"bad row: task_id {rec['task_id']!r} or accuracy {rec['accuracy']!r} not a number",
+            )
             continue
         finished = _parse_ts(rec.get("finished", ""))
         old = out.get(key)
         if old is not None:
             if accuracy is not None and old.accuracy is not None and accuracy != old.accuracy:
-                sink.add(path, line, f"conflicting row: accuracy {accuracy} for {key} differs "
-                         f"from an earlier row ({old.accuracy}); kept the earlier one")
+                sink.add(
+                    path,
+                    line,
+                    f"conflicting row: accuracy {accuracy} for {key} differs "
+                    f"from an earlier row ({old.accuracy}); kept the earlier one",
+                )
             accuracy = old.accuracy if old.accuracy is not None else accuracy
             if old.finished_ms is not None:
                 finished = old.finished_ms if finished is None else min(finished, old.finished_ms)
@@ -578,8 +602,11 @@ def _parse_plan(layout: _Layout) -> tuple[list[pl.Expr], ...]:
     for f in fields:
         text = pl.col(f).str.strip_chars('"') if f == "e" else pl.col(f)
         value = text.cast(_TYPES.get(f, pl.Float64), strict=False)
-        typed.append(pl.when(pl.col(f) == "").then(-1).otherwise(value).alias(f) if f == "ci"
-                     else value.alias(f))
+        typed.append(
+            pl.when(pl.col(f) == "").then(-1).otherwise(value).alias(f)
+            if f == "ci"
+            else value.alias(f)
+        )
     n = pl.col("n")
     count_ok = (n >= layout.n_fields) if layout.has_snippet else (n == layout.n_fields)
     failed = [~count_ok, *[~_validity(f) for f in fields]]
@@ -591,8 +618,10 @@ def _parse_plan(layout: _Layout) -> tuple[list[pl.Expr], ...]:
 
 def _parse_lines(lines: pl.Series, layout: _Layout) -> pl.DataFrame:
     """Vectorized parse: typed columns plus ``code`` (0 = valid, 1 = field count, 2+ = field)."""
-    frame = pl.DataFrame({"line": lines}).lazy().with_columns(
-        pl.col("line").str.split(",").alias("parts")
+    frame = (
+        pl.DataFrame({"line": lines})
+        .lazy()
+        .with_columns(pl.col("line").str.split(",").alias("parts"))
     )
     for stage in _parse_plan(layout):
         if stage:
@@ -615,17 +644,23 @@ def _explain(line: str, code: int, layout: _Layout) -> str:
     fields = line.split(",")
     if code == 1:
         need = f"{layout.n_fields}{'+' if layout.has_snippet else ''}"
-        return (f"bad row: expected {need} comma-separated fields ({layout.describe()}), "
-                f"found {len(fields)}: {line[:60]!r}")
+        return (
+            f"bad row: expected {need} comma-separated fields ({layout.describe()}), "
+            f"found {len(fields)}: {line[:60]!r}"
+        )
     name = layout.fields()[code - 2]
-    what = {"ci": "an integer >= -1 or empty", "v": "0, 1 or -1", "e": "a plausible epoch in ms",
-            "pt": "a non-negative number"}.get(name, "a number")
+    what = {
+        "ci": "an integer >= -1 or empty",
+        "v": "0, 1 or -1",
+        "e": "a plausible epoch in ms",
+        "pt": "a non-negative number",
+    }.get(name, "a number")
     return f"bad row: {_FIELD_NAMES.get(name, name)} {fields[layout.index(name)]!r} is not {what}"
 
 
-def _read_trace(path: Path, layouts: Sequence[_Layout], sink: _Sink) -> tuple[
-    pl.DataFrame, _Layout
-]:
+def _read_trace(
+    path: Path, layouts: Sequence[_Layout], sink: _Sink
+) -> tuple[pl.DataFrame, _Layout]:
     """Parse one trace file into typed rows (with 1-based ``line``), reporting bad lines.
 
     With several candidate layouts (6/7-column rel files) the one that fits the file wins.
@@ -664,8 +699,9 @@ def _parse_best(lines: pl.Series, layouts: Sequence[_Layout]) -> tuple[pl.DataFr
     return best[1], best[2]
 
 
-def _join_candidates(lines: pl.Series, is_bad: Bool, bad: I64) -> tuple[list[int], list[int],
-                                                                          list[str]]:
+def _join_candidates(
+    lines: pl.Series, is_bad: Bool, bad: I64
+) -> tuple[list[int], list[int], list[str]]:
     """(start, n_lines, text) of every way to join a bad record start with following bad lines."""
     starts: list[int] = []
     spans: list[int] = []
@@ -683,7 +719,11 @@ def _join_candidates(lines: pl.Series, is_bad: Bool, bad: I64) -> tuple[list[int
 
 
 def _repair(
-    lines: pl.Series, code: npt.NDArray[np.int8], bad: I64, layout: _Layout, path: Path,
+    lines: pl.Series,
+    code: npt.NDArray[np.int8],
+    bad: I64,
+    layout: _Layout,
+    path: Path,
     sink: _Sink,
 ) -> pl.DataFrame | None:
     """Rejoin records split by newlines in the snippet; report the lines that stay bad.
@@ -716,9 +756,7 @@ def _repair(
             sink.add(path, i + 1, _explain(lines[i], int(code[i]), layout))
     if not keep:
         return None
-    return cand[keep].with_columns(
-        pl.Series("line", [starts[c] + 1 for c in keep], dtype=pl.Int64)
-    )
+    return cand[keep].with_columns(pl.Series("line", [starts[c] + 1 for c in keep], dtype=pl.Int64))
 
 
 # --------------------------------------------------------------------------------------------
@@ -733,14 +771,20 @@ class _FolderSpec:
     files: Mapping[str, tuple[str, ...]]
 
 
-_PAIRWISE = _FolderSpec(True, {
-    "gaze": ("abs_gaze", "rel_gaze_one", "rel_gaze_two"),
-    "mouse": ("abs_mouse", "rel_mouse_left", "rel_mouse_right"),
-})
-_POINTWISE = _FolderSpec(False, {
-    "gaze": ("abs_gaze", "rel_gaze"),
-    "mouse": ("abs_mouse", "rel_mouse"),
-})
+_PAIRWISE = _FolderSpec(
+    True,
+    {
+        "gaze": ("abs_gaze", "rel_gaze_one", "rel_gaze_two"),
+        "mouse": ("abs_mouse", "rel_mouse_left", "rel_mouse_right"),
+    },
+)
+_POINTWISE = _FolderSpec(
+    False,
+    {
+        "gaze": ("abs_gaze", "rel_gaze"),
+        "mouse": ("abs_mouse", "rel_mouse"),
+    },
+)
 
 
 @dataclass(frozen=True)
@@ -760,6 +804,7 @@ class _Folder:
 
 def _folder_spec(folder: Path) -> _FolderSpec | None:
     """Which kind of page the files present say this is (None when there are no rel files)."""
+
     def present(spec: _FolderSpec) -> int:
         return sum(_resolve(folder, s) is not None for f in spec.files.values() for s in f[1:])
 
@@ -781,16 +826,21 @@ def _load_folder(folder: Path, sink: _Sink, stats: Counter[str]) -> _Folder | No
         missing = [s for s, p in zip(stems, paths, strict=True) if p is None]
         if missing:
             for stem in missing:
-                sink.add(folder / f"{stem}.csv.gz", 0, f"missing file: no {stem}.csv(.gz), "
-                         f"needed for {modality} samples; {modality} left empty")
+                sink.add(
+                    folder / f"{stem}.csv.gz",
+                    0,
+                    f"missing file: no {stem}.csv(.gz), "
+                    f"needed for {modality} samples; {modality} left empty",
+                )
             continue
         found = [p for p in paths if p is not None]
         frames[modality] = _load_modality(found, modality, sink, stats)
     return _Folder(pairwise=spec.pairwise, frames=frames)
 
 
-def _load_modality(paths: Sequence[Path], modality: str, sink: _Sink,
-                   stats: Counter[str]) -> pl.DataFrame:
+def _load_modality(
+    paths: Sequence[Path], modality: str, sink: _Sink, stats: Counter[str]
+) -> pl.DataFrame:
     """abs + rel files of one modality -> aligned columns t, x, y, side, ci, v, snip."""
     absf, _ = _read_trace(paths[0], [_ABS], sink)
     before = len(absf)
@@ -822,8 +872,13 @@ def _with_occurrence(frame: pl.DataFrame) -> pl.DataFrame:
     return frame.with_columns(pl.Series("occ", occ))
 
 
-def _join_reporting(left: pl.DataFrame, right: pl.DataFrame, paths: tuple[Path, Path],
-                    line_cols: tuple[str, str], sink: _Sink) -> pl.DataFrame:
+def _join_reporting(
+    left: pl.DataFrame,
+    right: pl.DataFrame,
+    paths: tuple[Path, Path],
+    line_cols: tuple[str, str],
+    sink: _Sink,
+) -> pl.DataFrame:
     """Inner join on (page timer, occurrence); rows of either file without a partner reported."""
     key = ["pt", "occ"]
     for frame, other, path, other_path, line_col in (
@@ -832,9 +887,12 @@ def _join_reporting(left: pl.DataFrame, right: pl.DataFrame, paths: tuple[Path, 
     ):
         lonely = frame.join(other.select(key), on=key, how="anti", maintain_order="left")
         if len(lonely):
-            sink.add(path, int(lonely[line_col][0]),
-                     f"unaligned rows: {len(lonely)} of {len(frame)} rows have no row with the "
-                     f"same page_timer_ms in {other_path.name}; dropped")
+            sink.add(
+                path,
+                int(lonely[line_col][0]),
+                f"unaligned rows: {len(lonely)} of {len(frame)} rows have no row with the "
+                f"same page_timer_ms in {other_path.name}; dropped",
+            )
     return left.join(right, on=key, how="inner", maintain_order="left")
 
 
@@ -844,10 +902,13 @@ def _report_skew(joined: pl.DataFrame, side: str, paths: tuple[Path, Path], sink
     far = skew > _MAX_SKEW_MS
     if far.any():
         first = int(joined[f"line_{side}"].to_numpy()[np.argmax(far)])
-        sink.add(paths[1], first,
-                 f"clock skew: {int(far.sum())} rows aligned on page_timer_ms differ from "
-                 f"{paths[0].name} epoch_ms by more than {_MAX_SKEW_MS} ms (max "
-                 f"{skew.max():.0f} ms); kept, t_ms comes from {paths[0].name}")
+        sink.add(
+            paths[1],
+            first,
+            f"clock skew: {int(far.sum())} rows aligned on page_timer_ms differ from "
+            f"{paths[0].name} epoch_ms by more than {_MAX_SKEW_MS} ms (max "
+            f"{skew.max():.0f} ms); kept, t_ms comes from {paths[0].name}",
+        )
 
 
 def _sides(joined: pl.DataFrame, sides: Sequence[str], mouse: bool) -> pl.DataFrame:
@@ -879,6 +940,7 @@ def _sides(joined: pl.DataFrame, sides: Sequence[str], mouse: bool) -> pl.DataFr
 
 def _choose_offset(ts: F64, lo: float, hi: float) -> float:
     """0 or the 4-hour offset: whichever puts the timestamps closest to inside [lo, hi]."""
+
     def outside(off: float) -> float:
         d = ts - off
         return float(np.nansum(np.maximum(lo - d, 0.0) + np.maximum(d - hi, 0.0)))
@@ -895,8 +957,9 @@ def _readme_offset(ts: F64) -> float:
     return float(_OFFSET_MS) if (moment.year, moment.month) == (2025, 9) else 0.0
 
 
-def _correct_timestamps(ctx: _Ctx, rows: Sequence[_QueryRow],
-                        span: tuple[float, float] | None, finished: float | None) -> F64:
+def _correct_timestamps(
+    ctx: _Ctx, rows: Sequence[_QueryRow], span: tuple[float, float] | None, finished: float | None
+) -> F64:
     """Corrected shown-at times of one page's queries (NaN when unusable)."""
     ts = np.array([np.nan if r.ts_ms is None else r.ts_ms for r in rows], dtype=np.float64)
     if span is not None:
@@ -913,10 +976,13 @@ def _correct_timestamps(ctx: _Ctx, rows: Sequence[_QueryRow],
         far = (ts < span[0] - _TS_TOLERANCE_MS) | (ts > span[1] + _TS_TOLERANCE_MS)
         for i in np.flatnonzero(far).tolist():
             gap = min(abs(ts[i] - span[0]), abs(ts[i] - span[1])) / 60_000
-            ctx.sink.add(ctx.query_path, rows[i].line,
-                         f"bad timestamp: query_timestamp of query_ID {rows[i].query_id} is "
-                         f"{gap:.0f} min outside its page's traces even after the offset "
-                         f"correction; shown_at_ms=None")
+            ctx.sink.add(
+                ctx.query_path,
+                rows[i].line,
+                f"bad timestamp: query_timestamp of query_ID {rows[i].query_id} is "
+                f"{gap:.0f} min outside its page's traces even after the offset "
+                f"correction; shown_at_ms=None",
+            )
         ts[far] = np.nan
     return ts
 
@@ -939,8 +1005,14 @@ class _Evidence:
     has: Bool  # the sample carries any evidence at all
 
     @classmethod
-    def build(cls, side: npt.NDArray[np.int8], ci: npt.NDArray[np.int32], snip: pl.Series,
-              left: Sequence[str], right: Sequence[str | None]) -> _Evidence:
+    def build(
+        cls,
+        side: npt.NDArray[np.int8],
+        ci: npt.NDArray[np.int32],
+        snip: pl.Series,
+        left: Sequence[str],
+        right: Sequence[str | None],
+    ) -> _Evidence:
         lens = np.full((len(left), 3), -1, dtype=np.int64)
         lens[:, SIDE_LEFT] = [_utf16_len(t) for t in left]
         lens[:, SIDE_RIGHT] = [_utf16_len(t) for t in right]
@@ -954,8 +1026,13 @@ class _Evidence:
         return cls(support=support, against=against, has=has)
 
 
-def _snippet_hits(side: npt.NDArray[np.int8], snip: pl.Series, usable: Bool,
-                  left: Sequence[str], right: Sequence[str | None]) -> Bool:
+def _snippet_hits(
+    side: npt.NDArray[np.int8],
+    snip: pl.Series,
+    usable: Bool,
+    left: Sequence[str],
+    right: Sequence[str | None],
+) -> Bool:
     """found[i, j]: sample i's snippet occurs in query j's response on the sample's side."""
     frame = pl.DataFrame({"side": side, "snip": snip})
     uniq = frame.filter(pl.Series(usable)).unique()
@@ -1020,8 +1097,9 @@ def _instant_times(frame: pl.DataFrame) -> F64:
     return out
 
 
-def _attribute(folder: _Folder, ts: F64, left: Sequence[str], right: Sequence[str | None],
-               stats: Counter[str]) -> dict[str, I64]:
+def _attribute(
+    folder: _Folder, ts: F64, left: Sequence[str], right: Sequence[str | None], stats: Counter[str]
+) -> dict[str, I64]:
     """Query index (or -1) of every sample of every modality of a page."""
     mods = [m for m, f in folder.frames.items() if len(f)]
     if not mods:
@@ -1073,8 +1151,12 @@ def _preference(ctx: _Ctx, row: _QueryRow, pairwise: bool) -> int | None:
     value = int(row.preference)
     if value != row.preference or value not in allowed:
         kind = "pairwise" if pairwise else "pointwise"
-        ctx.sink.add(ctx.query_path, row.line, f"bad value: preference {row.preference} not in "
-                     f"{allowed} for a {kind} query (query_ID {row.query_id}); set to None")
+        ctx.sink.add(
+            ctx.query_path,
+            row.line,
+            f"bad value: preference {row.preference} not in "
+            f"{allowed} for a {kind} query (query_ID {row.query_id}); set to None",
+        )
         return None
     return value
 
@@ -1082,8 +1164,11 @@ def _preference(ctx: _Ctx, row: _QueryRow, pairwise: bool) -> int | None:
 def _likert(ctx: _Ctx, row: _QueryRow, col: str, value: float | None) -> float | None:
     """A 1-5 rating or None; out-of-range values are reported and dropped."""
     if value is not None and not 1.0 <= value <= 5.0:
-        ctx.sink.add(ctx.query_path, row.line, f"bad value: {col} {value} outside 1-5 "
-                     f"(query_ID {row.query_id}); set to None")
+        ctx.sink.add(
+            ctx.query_path,
+            row.line,
+            f"bad value: {col} {value} outside 1-5 (query_ID {row.query_id}); set to None",
+        )
         return None
     return value
 
@@ -1096,14 +1181,22 @@ def _samples(frame: pl.DataFrame, k: I64, q: int) -> list[Samples]:
     out = []
     for j in range(q):
         idx = order[cuts[j] : cuts[j + 1]]
-        out.append(Samples(t_ms=cols["t"][idx], x=cols["x"][idx], y=cols["y"][idx],
-                           side=cols["side"][idx], char_index=cols["ci"][idx],
-                           validate=cols["v"][idx]))
+        out.append(
+            Samples(
+                t_ms=cols["t"][idx],
+                x=cols["x"][idx],
+                y=cols["y"][idx],
+                side=cols["side"][idx],
+                char_index=cols["ci"][idx],
+                validate=cols["v"][idx],
+            )
+        )
     return out
 
 
-def _page_samples(ctx: _Ctx, folder: _Folder | None, ts: F64, rows: Sequence[_QueryRow]
-                  ) -> dict[str, list[Samples]]:
+def _page_samples(
+    ctx: _Ctx, folder: _Folder | None, ts: F64, rows: Sequence[_QueryRow]
+) -> dict[str, list[Samples]]:
     """modality -> Samples of each query of the page (absent modality: no traces)."""
     if folder is None:
         return {}
@@ -1116,8 +1209,9 @@ def _page_samples(ctx: _Ctx, folder: _Folder | None, ts: F64, rows: Sequence[_Qu
     return out
 
 
-def _page_queries(ctx: _Ctx, worker: str, task: int, rows: list[_QueryRow],
-                  info: _TaskInfo | None) -> list[Query]:
+def _page_queries(
+    ctx: _Ctx, worker: str, task: int, rows: list[_QueryRow], info: _TaskInfo | None
+) -> list[Query]:
     """The queries of one (worker, task) page with their attributed samples."""
     folder_path = ctx.base / BEHAVIOR_DIR / worker / str(task)
     folder = _load_folder(folder_path, ctx.sink, ctx.stats) if folder_path.is_dir() else None
@@ -1132,19 +1226,29 @@ def _page_queries(ctx: _Ctx, worker: str, task: int, rows: list[_QueryRow],
             ctx.sink.add(ctx.query_path, row.line, issue)
         pairwise = folder.pairwise if folder is not None else row.response_2 is not None
         if pairwise != (row.response_2 is not None):
-            ctx.sink.add(ctx.query_path, row.line, f"kind mismatch: the trace folder says "
-                         f"{'pairwise' if pairwise else 'pointwise'} but llm_response_2 is "
-                         f"{'empty' if row.response_2 is None else 'set'}; trusted the folder")
-        out.append(Query(
-            query_id=row.query_id, task_id=task, pairwise=pairwise, prompt=row.prompt,
-            response_left=row.response_1, response_right=row.response_2,
-            preference=_preference(ctx, row, pairwise),
-            likert_left=_likert(ctx, row, "likert_1", row.likert_1),
-            likert_right=_likert(ctx, row, "likert_2", row.likert_2),
-            shown_at_ms=float(ts[j]) if np.isfinite(ts[j]) else None,
-            gaze=samples["gaze"][j] if "gaze" in samples else Samples.empty(),
-            mouse=samples["mouse"][j] if "mouse" in samples else Samples.empty(),
-        ))
+            ctx.sink.add(
+                ctx.query_path,
+                row.line,
+                f"kind mismatch: the trace folder says "
+                f"{'pairwise' if pairwise else 'pointwise'} but llm_response_2 is "
+                f"{'empty' if row.response_2 is None else 'set'}; trusted the folder",
+            )
+        out.append(
+            Query(
+                query_id=row.query_id,
+                task_id=task,
+                pairwise=pairwise,
+                prompt=row.prompt,
+                response_left=row.response_1,
+                response_right=row.response_2,
+                preference=_preference(ctx, row, pairwise),
+                likert_left=_likert(ctx, row, "likert_1", row.likert_1),
+                likert_right=_likert(ctx, row, "likert_2", row.likert_2),
+                shown_at_ms=float(ts[j]) if np.isfinite(ts[j]) else None,
+                gaze=samples["gaze"][j] if "gaze" in samples else Samples.empty(),
+                mouse=samples["mouse"][j] if "mouse" in samples else Samples.empty(),
+            )
+        )
     return out
 
 
@@ -1155,12 +1259,12 @@ def _report_orphans(ctx: _Ctx, worker: str, tasks: set[int]) -> None:
         return
     for sub in sorted(home.iterdir()):
         if sub.is_dir() and not (sub.name.isdigit() and int(sub.name) in tasks):
-            ctx.sink.add(sub, 0, "orphan folder: no query of this worker has this task id; "
-                         "ignored")
+            ctx.sink.add(sub, 0, "orphan folder: no query of this worker has this task id; ignored")
 
 
-def _load_device(ctx: _Ctx, worker: str, rows: list[_QueryRow],
-                 tasks: Mapping[tuple[str, int], _TaskInfo]) -> Device:
+def _load_device(
+    ctx: _Ctx, worker: str, rows: list[_QueryRow], tasks: Mapping[tuple[str, int], _TaskInfo]
+) -> Device:
     """One worker's device: queries in query_ID (arrival) order, calibration per task."""
     pages: dict[int, list[_QueryRow]] = {}
     for row in sorted(rows, key=lambda r: r.query_id):
@@ -1171,7 +1275,8 @@ def _load_device(ctx: _Ctx, worker: str, rows: list[_QueryRow],
     queries.sort(key=lambda q: q.query_id)
     _report_orphans(ctx, worker, set(pages))
     calibration = {
-        task: info.accuracy for (w, task), info in tasks.items()
+        task: info.accuracy
+        for (w, task), info in tasks.items()
         if w == worker and info.accuracy is not None
     }
     ctx.stats["queries"] += len(queries)

@@ -94,17 +94,6 @@ class Samples:
             validate=np.empty(0, np.int8),
         )
 
-    def take(self, idx: npt.ArrayLike) -> Samples:
-        """Rows selected by an index or boolean mask, as new Samples."""
-        return Samples(
-            t_ms=self.t_ms[idx],
-            x=self.x[idx],
-            y=self.y[idx],
-            side=self.side[idx],
-            char_index=self.char_index[idx],
-            validate=self.validate[idx],
-        )
-
 
 @dataclass(frozen=True)
 class Query:

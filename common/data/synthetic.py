@@ -849,7 +849,12 @@ _Trace = tuple[FloatArray, FloatArray, npt.NDArray[np.int8], IntArray]
 def _take(trace: _Trace, validate: npt.NDArray[np.int8], t_ms: FloatArray, sl: slice) -> Samples:
     x, y, side, char = trace
     return Samples(
-        t_ms=t_ms[sl], x=x[sl], y=y[sl], side=side[sl], char_index=char[sl], validate=validate[sl]
+        t_ms=t_ms[sl],
+        x=x[sl],
+        y=y[sl],
+        side=side[sl],
+        char_index=char[sl].astype(np.int32),
+        validate=validate[sl],
     )
 
 

@@ -8,16 +8,18 @@ or value fails with the key named instead of surfacing as a confused error round
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+M = TypeVar("M", bound=BaseModel)
 
 
 class SettingsError(ValueError):
     """A flat config could not be parsed; the message names the offending key."""
 
 
-def _parse(model: type[BaseModel], flat: Mapping[str, Any], where: str) -> Any:
+def _parse(model: type[M], flat: Mapping[str, Any], where: str) -> M:
     data = {k.replace("-", "_"): v for k, v in flat.items()}
     try:
         return model.model_validate(data)
@@ -56,7 +58,7 @@ class NodeSettings(_Frozen):
     def from_node_config(cls, flat: Mapping[str, Any]) -> NodeSettings:
         """Parse a SuperNode's ``--node-config`` mapping."""
         known = {k: v for k, v in flat.items() if k.replace("-", "_") in cls.model_fields}
-        return _parse(cls, known, "node config")  # type: ignore[no-any-return]
+        return _parse(cls, known, "node config")
 
     def to_node_config_arg(self) -> str:
         """Render as the ``--node-config`` argument of ``flower-supernode``."""
@@ -87,7 +89,7 @@ class RoundPlan(_Frozen):
     @classmethod
     def from_config(cls, flat: Mapping[str, Any]) -> RoundPlan:
         """Parse the ConfigRecord a train/evaluate message carries."""
-        return _parse(cls, flat, "round config")  # type: ignore[no-any-return]
+        return _parse(cls, flat, "round config")
 
     def to_config(self) -> dict[str, Any]:
         """Flat mapping for a Flower ConfigRecord."""
@@ -115,7 +117,7 @@ class ServerSettings(_Frozen):
     @classmethod
     def from_run_config(cls, flat: Mapping[str, Any]) -> ServerSettings:
         """Parse the ServerApp's run config."""
-        return _parse(cls, flat, "run config")  # type: ignore[no-any-return]
+        return _parse(cls, flat, "run config")
 
     def to_run_config(self) -> dict[str, Any]:
         """Flat mapping written into the Flower app's ``[tool.flwr.app.config]``."""

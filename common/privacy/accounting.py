@@ -180,7 +180,9 @@ def calibrate_noise_multiplier(
     while not fits(high):
         low, high = high, high * 2
         if high > 1e4:
-            raise ValueError(f"no noise multiplier fits epsilon {epsilon_budget} in {rounds} rounds")
+            raise ValueError(
+                f"no noise multiplier fits epsilon {epsilon_budget} into {rounds} rounds"
+            )
     while high - low > tolerance:
         mid = (low + high) / 2
         low, high = (low, mid) if fits(mid) else (mid, high)
