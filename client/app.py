@@ -13,7 +13,7 @@ import zlib
 from functools import lru_cache
 from pathlib import Path
 
-from flwr.app import Context, Message
+from flwr.app import ArrayRecord, Context, Message
 from flwr.clientapp import ClientApp
 
 from fedgaze.client.device_data import load_node_device
@@ -47,9 +47,21 @@ def _seed(plan: RoundPlan, device_id: str) -> int:
     )
 
 
+def _held_out_metrics(node: NodeSettings, plan: RoundPlan, arrays: ArrayRecord) -> dict[str, float]:
+    """Score the received model on this device's later (held-out) comparisons."""
+    _, test_fm = _local_split(node, plan.holdout)
+    if len(test_fm.y) == 0:
+        return {protocol.EVAL_EXAMPLES: 0}
+    loss, accuracy, n = evaluate(from_array_record(arrays), test_fm.X, test_fm.y)
+    return {protocol.EVAL_EXAMPLES: n, protocol.EVAL_LOSS: loss, protocol.EVAL_ACCURACY: accuracy}
+
+
 @app.train()
 def train(msg: Message, context: Context) -> Message:
-    """Train the pushed global model on this device's data with DP-SGD, within budget."""
+    """Score the pushed global model, then train it on this device's data with DP-SGD.
+
+    Training happens only within the device's own budget; a refusal is reported, not hidden.
+    """
     # Opacus takes seconds to import and every message runs in a fresh process: evaluation
     # does not need it, so only training pays for it.
     from fedgaze.privacy.dp_train import BudgetExhausted, DPConfig, train_local
@@ -57,8 +69,9 @@ def train(msg: Message, context: Context) -> Message:
 
     node = NodeSettings.from_node_config(context.node_config)
     plan = RoundPlan.from_config(msg.content.config_records[protocol.CONFIG])
+    arrays = msg.content.array_records[protocol.ARRAYS]
+    held_out = _held_out_metrics(node, plan, arrays)
     train_fm, _ = _local_split(node, plan.holdout)
-    global_state = from_array_record(msg.content.array_records[protocol.ARRAYS])
     path = privacy_state_path(node)
     privacy = PrivacyState.load(path)
     dp = DPConfig(
@@ -71,15 +84,14 @@ def train(msg: Message, context: Context) -> Message:
         epsilon_budget=node.epsilon_budget,
     )
     spent = {"epsilon": privacy.epsilon(dp.delta, dp.accountant), "delta": dp.delta}
+    idle = {protocol.NUM_EXAMPLES: 0, **spent, **held_out}
     if len(train_fm.y) == 0:
-        metrics = {protocol.NUM_EXAMPLES: 0, **spent}
         return Message(
-            protocol.reply_content(node.device_id, protocol.STATUS_NO_DATA, metrics),
-            reply_to=msg,
+            protocol.reply_content(node.device_id, protocol.STATUS_NO_DATA, idle), reply_to=msg
         )
     try:
         result = train_local(
-            global_state,
+            from_array_record(arrays),
             train_fm.X,
             train_fm.y,
             dp,
@@ -94,10 +106,7 @@ def train(msg: Message, context: Context) -> Message:
             if isinstance(refusal, BudgetExhausted)
             else protocol.STATUS_ALREADY_CHARGED
         )
-        return Message(
-            protocol.reply_content(node.device_id, status, {protocol.NUM_EXAMPLES: 0, **spent}),
-            reply_to=msg,
-        )
+        return Message(protocol.reply_content(node.device_id, status, idle), reply_to=msg)
     result.new_privacy_state.save(path)
     metrics = {
         protocol.NUM_EXAMPLES: result.examples,
@@ -106,6 +115,7 @@ def train(msg: Message, context: Context) -> Message:
         "steps": result.steps,
         "sample-rate": result.sample_rate,
         "noise-multiplier": result.noise_multiplier,
+        **held_out,
     }
     return Message(
         protocol.reply_content(
@@ -120,13 +130,7 @@ def evaluate_global(msg: Message, context: Context) -> Message:
     """Score the pushed global model on this device's later (held-out) comparisons."""
     node = NodeSettings.from_node_config(context.node_config)
     plan = RoundPlan.from_config(msg.content.config_records[protocol.CONFIG])
-    _, test_fm = _local_split(node, plan.holdout)
-    metrics: dict[str, float] = {protocol.NUM_EXAMPLES: 0}
-    if len(test_fm.y) > 0:
-        loss, accuracy, n = evaluate(
-            from_array_record(msg.content.array_records[protocol.ARRAYS]), test_fm.X, test_fm.y
-        )
-        metrics = {protocol.NUM_EXAMPLES: n, "loss": loss, "accuracy": accuracy}
+    metrics = _held_out_metrics(node, plan, msg.content.array_records[protocol.ARRAYS])
     return Message(
         protocol.reply_content(node.device_id, protocol.STATUS_EVALUATED, metrics), reply_to=msg
     )

@@ -139,6 +139,8 @@ def _run_with_progress(
             elif event["event"] == "round":
                 progress.update(task, completed=event["round"])
                 console.print(_round_line(event))
+            elif event["event"] == "evaluation":
+                console.print(_evaluation_line(event))
 
         limits = LaunchLimits(
             run_total=opts.node_wait_timeout + opts.rounds * opts.round_timeout * 2
@@ -159,9 +161,16 @@ def _round_line(event: dict[str, Any]) -> str:
     )
     failures = f", [red]{len(event['failures'])} failures[/red]" if event["failures"] else ""
     return (
-        f"round {event['round']}: held-out accuracy {_fmt(event['accuracy'])} "
-        f"(n={event['eval_examples']}), loss {_fmt(event['loss'])}, "
-        f"{event['train_devices']} devices trained, {eps_text}, {event['seconds']:.1f} s{failures}"
+        f"round {event['round']}: {event['train_devices']} devices trained on "
+        f"{event['train_examples']} comparisons, {eps_text}, {event['seconds']:.1f} s{failures}"
+    )
+
+
+def _evaluation_line(event: dict[str, Any]) -> str:
+    which = "initial model" if event["round"] == 0 else f"model after round {event['round']}"
+    return (
+        f"  {which}: held-out accuracy {_fmt(event['accuracy'])}, loss {_fmt(event['loss'])} "
+        f"(n={event['eval_examples']} on {event['eval_devices']} devices)"
     )
 
 
@@ -215,16 +224,19 @@ def build_summary(
         "rounds": settings.rounds,
         "rounds_completed": server["rounds_completed"],
         "metrics": [
-            {
-                "round": m["round"],
-                "accuracy": m["accuracy"],
-                "loss": m["loss"],
-                "eval_examples": m["eval_examples"],
-                "train_devices": m["train_devices"],
-                "failures": m["failures"],
-            }
-            for m in server["metrics"]
+            {k: e[k] for k in ("round", "accuracy", "loss", "eval_examples")}
+            for e in server["evaluations"]
+            if e["round"] >= 1
         ],
+        "initial_metrics": next(
+            (
+                {k: e[k] for k in ("accuracy", "loss", "eval_examples")}
+                for e in server["evaluations"]
+                if e["round"] == 0
+            ),
+            None,
+        ),
+        "rounds_log": server["rounds_log"],
         "devices": devices,
         "dp_sgd": {
             "noise_multiplier": settings.noise_multiplier,

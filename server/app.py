@@ -118,8 +118,46 @@ def _split_replies(
     return good, failures
 
 
+def _evaluation(reports: Iterable[protocol.DeviceReport], model_round: int) -> dict[str, Any]:
+    """Example-weighted held-out accuracy and loss of the model after ``model_round``."""
+    scored = [r for r in reports if r.metrics.get(protocol.EVAL_EXAMPLES, 0) > 0]
+
+    def mean(key: str) -> float | None:
+        return weighted_mean(
+            [(r.metrics[key], int(r.metrics[protocol.EVAL_EXAMPLES])) for r in scored]
+        )
+
+    return {
+        "round": model_round,
+        "accuracy": mean(protocol.EVAL_ACCURACY),
+        "loss": mean(protocol.EVAL_LOSS),
+        "eval_examples": sum(int(r.metrics[protocol.EVAL_EXAMPLES]) for r in scored),
+        "eval_devices": len(scored),
+    }
+
+
+def _record_training(
+    devices: dict[str, DeviceLedgerView], report: protocol.DeviceReport, rnd: int
+) -> None:
+    view = devices.setdefault(report.device_id, DeviceLedgerView(report.device_id))
+    view.status = report.status
+    if "epsilon" in report.metrics:
+        view.epsilon = report.metrics["epsilon"]
+        view.delta = report.metrics.get("delta", view.delta)
+    if report.status == protocol.STATUS_TRAINED and report.examples > 0:
+        view.rounds_participated += 1
+        view.examples = report.examples
+        view.events.append({"round": rnd, **{k: report.metrics[k] for k in protocol.DP_EVENT_KEYS}})
+
+
 def run_federation(grid: Grid, settings: ServerSettings) -> dict[str, Any]:
-    """Run every round of the federation and return the server's result record."""
+    """Run every round of the federation and return the server's result record.
+
+    Round ``r``'s train message carries the model after round ``r - 1``; each device first
+    scores it on its held-out comparisons, then trains from it. So every model is evaluated on
+    the devices without a separate message per round (each message starts a ClientApp
+    process); one final evaluate message scores the last model.
+    """
     run_dir = Path(settings.run_dir)
     emit(run_dir, "waiting", min_nodes=settings.min_nodes)
     nodes = wait_for_nodes(grid, settings.min_nodes, settings.node_wait_timeout)
@@ -128,81 +166,65 @@ def run_federation(grid: Grid, settings: ServerSettings) -> dict[str, Any]:
     state = initial_state(settings.hidden, settings.seed)
     _checkpoint(run_dir / "checkpoints" / "round_000", state, settings, 0)
     devices: dict[str, DeviceLedgerView] = {}
-    metrics: list[dict[str, Any]] = []
+    evaluations: list[dict[str, Any]] = []
+    rounds: list[dict[str, Any]] = []
     for rnd in range(1, settings.rounds + 1):
         t0 = time.monotonic()
         plan = settings.plan(rnd).to_config()
-        node_ids = sorted(grid.get_node_ids())
-        replies = exchange(
-            grid, _messages(node_ids, state, plan, MessageType.TRAIN, rnd), settings.round_timeout
-        )
-        trained, failures = _split_replies(replies)
+        messages = _messages(sorted(grid.get_node_ids()), state, plan, MessageType.TRAIN, rnd)
+        trained, failures = _split_replies(exchange(grid, messages, settings.round_timeout))
+        evaluations.append(_evaluation((r for r, _ in trained), rnd - 1))
+        emit(run_dir, "evaluation", **evaluations[-1])
         updates = []
         for report, msg in trained:
-            view = devices.setdefault(report.device_id, DeviceLedgerView(report.device_id))
-            view.status = report.status
-            if "epsilon" in report.metrics:
-                view.epsilon = report.metrics["epsilon"]
-                view.delta = report.metrics.get("delta", view.delta)
+            _record_training(devices, report, rnd)
             if report.status == protocol.STATUS_TRAINED and report.examples > 0:
-                view.rounds_participated += 1
-                view.examples = report.examples
-                view.events.append(
-                    {
-                        "round": rnd,
-                        **{
-                            k: report.metrics[k]
-                            for k in ("noise-multiplier", "sample-rate", "steps")
-                            if k in report.metrics
-                        },
-                    }
-                )
-                updates.append(
-                    (from_array_record(msg.content.array_records[protocol.ARRAYS]), report.examples)
-                )
+                arrays = msg.content.array_records[protocol.ARRAYS]
+                updates.append((from_array_record(arrays), report.examples))
         if updates:
             state = fedavg(updates)
-
-        eval_replies = exchange(
-            grid,
-            _messages(node_ids, state, plan, MessageType.EVALUATE, rnd),
-            settings.round_timeout,
-        )
-        evaluated, eval_failures = _split_replies(eval_replies)
-        scored = [r for r, _ in evaluated if r.examples > 0]
-        record = {
-            "round": rnd,
-            "accuracy": weighted_mean([(r.metrics["accuracy"], r.examples) for r in scored]),
-            "loss": weighted_mean([(r.metrics["loss"], r.examples) for r in scored]),
-            "eval_examples": sum(r.examples for r in scored),
-            "train_devices": len(updates),
-            "replies": len(trained),
-            "failures": failures + eval_failures,
-            "seconds": round(time.monotonic() - t0, 3),
-        }
-        metrics.append(record)
         _checkpoint(run_dir / "checkpoints" / f"round_{rnd:03d}", state, settings, rnd)
+        rounds.append(
+            {
+                "round": rnd,
+                "train_devices": len(updates),
+                "train_examples": sum(n for _, n in updates),
+                "replies": len(trained),
+                "failures": failures,
+                "seconds": round(time.monotonic() - t0, 3),
+            }
+        )
         emit(
             run_dir,
             "round",
-            **record,
+            **rounds[-1],
             devices=[
                 {"device_id": d.device_id, "epsilon": d.epsilon, "status": d.status}
                 for d in devices.values()
             ],
         )
 
+    plan = settings.plan(settings.rounds).to_config()
+    messages = _messages(
+        sorted(grid.get_node_ids()), state, plan, MessageType.EVALUATE, settings.rounds
+    )
+    evaluated, eval_failures = _split_replies(exchange(grid, messages, settings.round_timeout))
+    evaluations.append(
+        {**_evaluation((r for r, _ in evaluated), settings.rounds), "failures": eval_failures}
+    )
+    emit(run_dir, "evaluation", **evaluations[-1])
     _checkpoint(run_dir / "model", state, settings, settings.rounds)
     result = {
         "run_key": settings.run_key,
         "rounds": settings.rounds,
-        "rounds_completed": len(metrics),
+        "rounds_completed": len(rounds),
         "nodes": len(nodes),
-        "metrics": metrics,
+        "rounds_log": rounds,
+        "evaluations": evaluations,
         "devices": [asdict(d) for d in sorted(devices.values(), key=lambda d: d.device_id)],
     }
     write_json_atomic(run_dir / RESULT_FILE, result)
-    emit(run_dir, "done", rounds_completed=len(metrics))
+    emit(run_dir, "done", rounds_completed=len(rounds))
     return result
 
 

@@ -42,7 +42,7 @@ class LaunchLimits:
 
     superlink_ready: float = 60.0
     run_total: float = 1800.0
-    drain: float = 30.0
+    drain: float = 3.0
 
 
 @dataclass(frozen=True)

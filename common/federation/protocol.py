@@ -1,9 +1,11 @@
 """The message contract between the fedgaze ServerApp and ClientApp (one place, both sides).
 
 Train request:  ``arrays`` (global model), ``config`` (a :class:`RoundPlan`).
-Train reply:    ``arrays`` (the device's new local model), ``metrics`` (numbers below),
-                ``device`` (ConfigRecord: ``device-id`` and ``status``).
-Evaluate reply: ``metrics`` with ``num-examples``, ``loss``, ``accuracy``; ``device``.
+Train reply:    ``arrays`` (the device's new local model, when it trained), ``metrics``: the
+                example count, the DP-SGD parameters of this round and the device's cumulative
+                epsilon, plus the held-out evaluation of the *received* model; ``device``
+                (ConfigRecord: ``device-id`` and ``status``).
+Evaluate reply: ``metrics`` with the held-out evaluation only; ``device``.
 Only model weights and these declared numbers ever leave a device. The training loss is
 deliberately not among them: it is computed on private training rows without noise.
 """
@@ -21,6 +23,10 @@ METRICS = "metrics"
 DEVICE = "device"
 
 NUM_EXAMPLES = "num-examples"
+EVAL_EXAMPLES = "eval-examples"
+EVAL_LOSS = "eval-loss"
+EVAL_ACCURACY = "eval-accuracy"
+DP_EVENT_KEYS = ("noise-multiplier", "sample-rate", "steps")
 
 STATUS_TRAINED = "trained"
 STATUS_EXHAUSTED = "budget-exhausted"
