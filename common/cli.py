@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
+from rich.markup import escape
 
 if TYPE_CHECKING:
     from fedgaze.demo import FederationOptions
@@ -166,14 +167,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
     args = build_parser().parse_args(argv)
     console = Console()
+    errors = Console(stderr=True)
     handlers = {"demo": _cmd_demo, "train": _cmd_train, "score": _cmd_score}
     try:
         return handlers[args.command](args, console)
     except KeyboardInterrupt:
-        console.print("[red]interrupted[/red]: every child process was stopped")
+        errors.print("[red]interrupted[/red]: every child process was stopped", soft_wrap=True)
         return 130
-    except (ValueError, FileNotFoundError, RuntimeError) as err:
-        console.print(f"[red]error[/red]: {err}")
+    except (ValueError, KeyError, FileNotFoundError, RuntimeError) as err:
+        # Soft wrap keeps file paths in error messages whole (copyable, greppable).
+        errors.print(f"[red]error[/red]: {escape(str(err))}", soft_wrap=True, highlight=False)
         return 2
 
 

@@ -240,13 +240,13 @@ def load_ifllm(root: str | Path, workers: Sequence[str] | None = None) -> IfllmD
     unknown = [w for w in chosen if w not in set(known)]
     if unknown:
         raise KeyError(
-            f"unknown worker(s) {unknown} (not in {_table_path(base, QUERY_TABLE)}); "
+            f"unknown worker(s) {unknown} (not in {table_path(base, QUERY_TABLE)}); "
             f"{len(known)} workers are known, e.g. {known[:3]}"
         )
     behavior = base / BEHAVIOR_DIR
     if not behavior.is_dir():
         sink.add(behavior, 0, "missing folder: no traces for any worker")
-    ctx = _Ctx(base=base, query_path=_table_path(base, QUERY_TABLE), sink=sink, stats=Counter())
+    ctx = _Ctx(base=base, query_path=table_path(base, QUERY_TABLE), sink=sink, stats=Counter())
     by_worker: dict[str, list[_QueryRow]] = {w: [] for w in chosen}
     for q in queries:
         if q.user_id in by_worker:
@@ -302,7 +302,7 @@ def _resolve(folder: Path, stem: str) -> Path | None:
     return None
 
 
-def _table_path(base: Path, stem: str) -> Path:
+def table_path(base: Path, stem: str) -> Path:
     """A required table's file; FileNotFoundError naming the expected path when absent."""
     path = _resolve(base, stem)
     if path is None:
@@ -446,7 +446,7 @@ def _parse_ts(text: str) -> float | None:
 
 def _read_queries(base: Path, sink: _Sink) -> list[_QueryRow]:
     """Every usable query-log row; rows without a usable id, worker or task are Problems."""
-    path = _table_path(base, QUERY_TABLE)
+    path = table_path(base, QUERY_TABLE)
     rows: list[_QueryRow] = []
     seen: set[int] = set()
     for line, rec in _csv_records(path, _QUERY_COLUMNS, sink):
@@ -507,7 +507,7 @@ def _read_queries(base: Path, sink: _Sink) -> list[_QueryRow]:
 
 def _read_tasks(base: Path, sink: _Sink) -> dict[tuple[str, int], _TaskInfo]:
     """Calibration precision and finish time per (worker, task) from the task table."""
-    path = _table_path(base, TASK_TABLE)
+    path = table_path(base, TASK_TABLE)
     out: dict[tuple[str, int], _TaskInfo] = {}
     for line, rec in _csv_records(path, _TASK_COLUMNS, sink):
         try:
