@@ -1,8 +1,10 @@
 """The fedgaze ClientApp: everything that happens on a person's device during a round.
 
 Raw traces are read from the device's own storage and turned into features here; only the
-trained weights and the declared metrics (example count, loss, accuracy, the DP-SGD parameters
-and the device's cumulative epsilon) go back. The device enforces its own privacy budget and
+trained weights and the declared metrics go back: the training example count, the DP-SGD
+parameters of the round (noise multiplier, sample rate, steps), delta and the device's
+cumulative epsilon, and the held-out evaluation (count, loss, accuracy) of the received model
+(see ``fedgaze.federation.protocol``). The device enforces its own privacy budget and
 persists its accountant history before it replies, so a crash after training can only
 over-count spending, never under-count it.
 """

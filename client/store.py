@@ -1,25 +1,25 @@
 """The device store: one device's queries and traces on its own disk.
 
-Layout of a store directory: ``samples.npz`` (every query's gaze and mouse columns, concatenated,
-with per-query offsets) and ``device.json`` (query metadata and the sample counts it expects).
-Both are written atomically, samples first, so a crash leaves either the old store or the new
-one; on load the two are cross-checked and a mismatch is an error naming the file.
+Layout of a store directory: ``samples-<hash>.npz`` (every query's gaze and mouse columns,
+concatenated, with per-query offsets) and ``device.json`` (query metadata, the sample counts it
+expects, and the name and SHA-256 of its samples file). The samples are written first under a
+new name, then the manifest is replaced atomically, so a crash leaves either the old store or
+the new one; on load the hash and the counts are checked and a mismatch names the file.
 """
 
 from __future__ import annotations
 
-import io
 import itertools
-import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from fedgaze.atomic import write_bytes_atomic, write_json_atomic
+from fedgaze.atomic import commit_arrays, load_arrays
 from fedgaze.data.schema import MODALITIES, Device, Query, Samples
 
 STORE_VERSION = 1
+MANIFEST = "device.json"
 _COLUMNS = ("t_ms", "x", "y", "side", "char_index", "validate")
 _QUERY_FIELDS = (
     "query_id",
@@ -41,7 +41,6 @@ class StoreError(ValueError):
 
 def save_device(directory: str | Path, device: Device) -> None:
     """Write ``device`` to the store at ``directory`` (created if needed), crash-safely."""
-    root = Path(directory)
     arrays: dict[str, np.ndarray] = {}
     for modality in MODALITIES:
         blocks = [getattr(q, modality) for q in device.queries]
@@ -52,9 +51,6 @@ def save_device(directory: str | Path, device: Device) -> None:
             arrays[f"{modality}__{col}"] = (
                 np.concatenate(parts) if parts else getattr(Samples.empty(), col)
             )
-    buf = io.BytesIO()
-    np.savez_compressed(buf, **arrays)  # type: ignore[arg-type]
-    write_bytes_atomic(root / "samples.npz", buf.getvalue())
     meta: dict[str, Any] = {
         "version": STORE_VERSION,
         "device_id": device.device_id,
@@ -62,28 +58,21 @@ def save_device(directory: str | Path, device: Device) -> None:
         "samples": {m: int(arrays[f"{m}__offsets"][-1]) for m in MODALITIES},
         "queries": [{f: getattr(q, f) for f in _QUERY_FIELDS} for q in device.queries],
     }
-    write_json_atomic(root / "device.json", meta)
+    commit_arrays(directory, "samples", arrays, MANIFEST, meta, compress=True)
 
 
 def load_device(directory: str | Path) -> Device:
     """Read the device stored at ``directory``; raises :class:`StoreError` naming the bad file."""
-    root = Path(directory)
-    meta_path, samples_path = root / "device.json", root / "samples.npz"
+    meta_path = Path(directory) / MANIFEST
     try:
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        meta, arrays = load_arrays(directory, MANIFEST)
     except FileNotFoundError:
         raise StoreError(f"{meta_path}: no device store here") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise StoreError(f"{meta_path}: corrupt JSON ({err})") from None
+    except ValueError as err:
+        raise StoreError(str(err)) from None
     if meta.get("version") != STORE_VERSION:
         raise StoreError(f"{meta_path}: unsupported store version {meta.get('version')!r}")
-    try:
-        with np.load(samples_path, allow_pickle=False) as npz:
-            arrays = {k: npz[k] for k in npz.files}
-    except FileNotFoundError:
-        raise StoreError(f"{samples_path}: missing") from None
-    except Exception as err:  # zipfile/pickle/value errors all mean "corrupt"
-        raise StoreError(f"{samples_path}: corrupt ({err})") from None
+    samples_path = Path(directory) / meta["blob"]
     blocks: dict[str, list[Samples]] = {}
     for modality in MODALITIES:
         try:

@@ -147,11 +147,18 @@ def _cmd_train(args: argparse.Namespace, console: Console) -> int:
     summary = run_local_federation(opts, console)
     if summary["rounds_completed"] != summary["rounds"]:
         return 1
-    if args.out.exists():
-        shutil.rmtree(args.out)
-    shutil.copytree(summary["model"], args.out)
+    replace_model_dir(Path(summary["model"]), args.out)
     console.print(f"federated model written to {args.out}")
     return 0
+
+
+def replace_model_dir(source: Path, out: Path) -> None:
+    """Copy the model at ``source`` to ``out``, replacing only an earlier fedgaze model there."""
+    if out.exists():
+        if not (out / "model.json").is_file():
+            raise ValueError(f"{out} exists and is not a fedgaze model directory; not replacing it")
+        shutil.rmtree(out)
+    shutil.copytree(source, out)
 
 
 def _cmd_score(args: argparse.Namespace, console: Console) -> int:

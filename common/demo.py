@@ -76,6 +76,9 @@ def run_local_federation(opts: FederationOptions, console: Console | None = None
     """Run a whole local federation and return (and write) its ``summary.json``."""
     console = console or Console()
     run_dir = (opts.run_dir or default_run_dir()).resolve()
+    if run_dir.exists() and any(run_dir.iterdir()):
+        # Devices' ledgers, the SuperLink database and logs would silently carry over.
+        raise ValueError(f"run directory {run_dir} is not empty; choose a new one")
     run_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()
     nodes, source = provision(opts, run_dir)

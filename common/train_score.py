@@ -64,8 +64,11 @@ def train_central_model(
 def score(model_dir: Path, data: Path, out: Path) -> int:
     """Write ``query_ID,p_right`` for every labelled pairwise comparison in ``data``.
 
-    Returns the number of rows written. p_right is the probability that the right (second)
-    answer is preferred.
+    "Labelled" here means any recorded preference, ties included (IFLLM has none; an evaluator
+    can drop them by their label), so that no comparison an evaluator holds goes unscored.
+    Queries whose traces are missing or unusable are scored from what the device has (their
+    text features). Returns the number of rows written; p_right is the probability that the
+    right (second) answer is preferred.
     """
     model = build_model(load_model(model_dir))
     dataset = load_ifllm(data)

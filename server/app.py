@@ -1,9 +1,10 @@
 """The fedgaze ServerApp: rounds of on-device DP training, FedAvg, on-device evaluation.
 
-Every round the current global model is pushed to every connected device, each trains locally
-with DP-SGD from that model and replies with its new weights and its cumulative epsilon, the
-server averages the updates weighted by examples, pushes the aggregate back for evaluation on
-each device's held-out (later) comparisons, and commits a checkpoint and a progress record.
+Every round the current global model is pushed to every connected device; each first scores it
+on its held-out (later) comparisons, then trains locally with DP-SGD from it and replies with
+its new weights, its cumulative epsilon and that score. The server averages the updates
+weighted by examples and commits a checkpoint and a progress record; after the last round one
+evaluate message scores the final model.
 """
 
 from __future__ import annotations
@@ -82,15 +83,25 @@ def _messages(
     ]
 
 
-def exchange(
-    grid: Grid, messages: list[Message], timeout: float, poll: float = 0.25
-) -> list[Message]:
-    """Push ``messages`` and collect replies until all arrive or ``timeout`` seconds pass.
+@dataclass(frozen=True)
+class Exchange:
+    """The outcome of one push/pull exchange: usable reports and what went wrong, per node."""
 
-    Same contract as ``Grid.send_and_receive`` but polling every ``poll`` seconds instead of
-    Flower's fixed 3 s, which dominates round time for small models.
+    reports: list[tuple[protocol.DeviceReport, Message]]
+    failures: list[str]
+
+
+def exchange(grid: Grid, messages: list[Message], timeout: float, poll: float = 0.25) -> Exchange:
+    """Push ``messages``, collect replies until all arrive or ``timeout`` seconds pass.
+
+    Like ``Grid.send_and_receive`` but polling every ``poll`` seconds instead of Flower's fixed
+    3 s (which dominates round time for small models), and naming the destination node of every
+    error reply, malformed reply and missing reply.
     """
-    pending = set(grid.push_messages(messages))
+    ids: list[str | None] = list(grid.push_messages(messages))
+    unsent = [msg.metadata.dst_node_id for mid, msg in zip(ids, messages, strict=True) if not mid]
+    node_of = {mid: msg.metadata.dst_node_id for mid, msg in zip(ids, messages, strict=True) if mid}
+    pending = set(node_of)
     deadline = time.monotonic() + timeout
     replies: list[Message] = []
     while pending:
@@ -100,22 +111,19 @@ def exchange(
         if not pending or time.monotonic() >= deadline:
             break
         time.sleep(poll)
-    return replies
-
-
-def _split_replies(
-    replies: Iterable[Message],
-) -> tuple[list[tuple[protocol.DeviceReport, Message]], list[str]]:
-    good, failures = [], []
+    reports: list[tuple[protocol.DeviceReport, Message]] = []
+    failures = [f"node {node}: message could not be pushed to the SuperLink" for node in unsent]
     for msg in replies:
+        node = node_of.get(msg.metadata.reply_to_message_id, msg.metadata.src_node_id)
         if msg.has_error():
-            failures.append(f"node {msg.metadata.src_node_id}: {msg.error.reason}")
+            failures.append(f"node {node}: {msg.error.reason}")
             continue
         try:
-            good.append((protocol.parse_report(msg), msg))
+            reports.append((protocol.parse_report(msg), msg))
         except (ValueError, KeyError) as err:
-            failures.append(f"node {msg.metadata.src_node_id}: malformed reply ({err})")
-    return good, failures
+            failures.append(f"node {node}: malformed reply ({err})")
+    failures.extend(f"node {node_of[mid]}: no reply within {timeout:.0f} s" for mid in pending)
+    return Exchange(reports, failures)
 
 
 def _evaluation(reports: Iterable[protocol.DeviceReport], model_round: int) -> dict[str, Any]:
@@ -172,7 +180,8 @@ def run_federation(grid: Grid, settings: ServerSettings) -> dict[str, Any]:
         t0 = time.monotonic()
         plan = settings.plan(rnd).to_config()
         messages = _messages(sorted(grid.get_node_ids()), state, plan, MessageType.TRAIN, rnd)
-        trained, failures = _split_replies(exchange(grid, messages, settings.round_timeout))
+        outcome = exchange(grid, messages, settings.round_timeout)
+        trained, failures = outcome.reports, outcome.failures
         evaluations.append(_evaluation((r for r, _ in trained), rnd - 1))
         emit(run_dir, "evaluation", **evaluations[-1])
         updates = []
@@ -208,7 +217,8 @@ def run_federation(grid: Grid, settings: ServerSettings) -> dict[str, Any]:
     messages = _messages(
         sorted(grid.get_node_ids()), state, plan, MessageType.EVALUATE, settings.rounds
     )
-    evaluated, eval_failures = _split_replies(exchange(grid, messages, settings.round_timeout))
+    final = exchange(grid, messages, settings.round_timeout)
+    evaluated, eval_failures = final.reports, final.failures
     evaluations.append(
         {**_evaluation((r for r, _ in evaluated), settings.rounds), "failures": eval_failures}
     )

@@ -83,10 +83,23 @@ def test_corrupt_or_missing_files_are_named(tmp_path: Path) -> None:
     with pytest.raises(StoreError, match=r"device\.json"):
         load_device(tmp_path)
     save_device(tmp_path, _device())
-    (tmp_path / "samples.npz").write_bytes(b"\x00" * 10)
-    with pytest.raises(StoreError, match=r"samples\.npz"):
+    (blob,) = tmp_path.glob("samples-*.npz")
+    blob.write_bytes(b"\x00" * 10)
+    with pytest.raises(StoreError, match=blob.name):
         load_device(tmp_path)
     save_device(tmp_path, _device())
     (tmp_path / "device.json").write_text("{not json")
     with pytest.raises(StoreError, match=r"device\.json"):
         load_device(tmp_path)
+
+
+def test_crash_between_blob_and_manifest_keeps_old_store(tmp_path: Path) -> None:
+    """A new samples file without its manifest (a crash mid-save) leaves the old store intact."""
+    old = _device()
+    save_device(tmp_path, old)
+    (tmp_path / "samples-0123456789abcdef.npz").write_bytes(b"half-written new samples")
+    back = load_device(tmp_path)
+    assert [q.query_id for q in back.queries] == [q.query_id for q in old.queries]
+    save_device(tmp_path, Device("worker_x", old.queries[:1]))
+    assert len(list(tmp_path.glob("samples-*.npz"))) == 1
+    assert len(load_device(tmp_path).queries) == 1

@@ -114,9 +114,12 @@ def test_model_store_roundtrip_and_corruption(tmp_path: Path) -> None:
     back = load_model(tmp_path / "m")
     np.testing.assert_array_equal(back.state["a"], saved.state["a"])
     assert back.provenance == {"x": 1}
-    (tmp_path / "m" / "weights.npz").write_bytes(b"garbage")
-    with pytest.raises(ModelDirError, match=r"weights\.npz"):
+    (blob,) = (tmp_path / "m").glob("weights-*.npz")
+    blob.write_bytes(b"garbage")
+    with pytest.raises(ModelDirError, match=rf"{blob.name}.*SHA-256"):
         load_model(tmp_path / "m")
+    save_model(tmp_path / "m", saved)
+    assert len(list((tmp_path / "m").glob("weights-*.npz"))) == 1  # old blob replaced
     with pytest.raises(ModelDirError, match=r"model\.json"):
         load_model(tmp_path / "nothing")
 
