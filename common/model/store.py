@@ -2,8 +2,8 @@
 
 A model directory holds ``weights-<hash>.npz`` (parameter name -> array) and ``model.json``
 (feature set, architecture, provenance such as the run and its privacy parameters, and the
-weights file's name and SHA-256; see ``fedgaze.atomic.commit_blob_with_manifest``). ``fedgaze score``
-and the federation's checkpoints use the same format.
+weights file's name and SHA-256; see ``fedgaze.atomic.commit_blob_with_manifest``).
+``fedgaze score`` and the federation's checkpoints use the same format.
 """
 
 from __future__ import annotations
