@@ -94,3 +94,28 @@ def test_epsilon_matches_independent_accountant(run: tuple[Path, dict[str, Any],
 def test_progress_was_shown(run: tuple[Path, dict[str, Any], str]) -> None:
     _, _, printed = run
     assert "round 1: held-out accuracy" in printed and "round 2" in printed
+
+
+def test_devices_refuse_a_plan_that_would_overspend(tmp_path: Path) -> None:
+    """The server asks for too little noise; every device stops itself at its own budget."""
+    summary = run_local_federation(
+        FederationOptions(
+            nodes=2,
+            rounds=3,
+            run_dir=tmp_path / "run",
+            seed=2,
+            epsilon_budget=3.0,
+            noise_multiplier=0.6,
+        ),
+        Console(file=io.StringIO()),
+    )
+    assert summary["rounds_completed"] == 3
+    statuses = {d["status"] for d in summary["devices"]}
+    assert statuses <= {"budget-exhausted", "no-data"} and "budget-exhausted" in statuses
+    for d in summary["devices"]:
+        assert d["epsilon"] <= 3.0
+        history = (
+            json.loads(Path(d["privacy_state"]).read_text())["events"] if d["examples"] else []
+        )
+        assert len(history) == d["rounds_participated"] < 3
+        assert d["epsilon_device_state"] == pytest.approx(d["epsilon"], rel=1e-9)
