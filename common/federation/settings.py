@@ -73,11 +73,10 @@ class NodeSettings(_Frozen):
         return " ".join(parts)
 
 
-class RoundPlan(_Frozen):
-    """The training plan the server sends with every round: DP-SGD hyperparameters and split."""
+class TrainingPlan(_Frozen):
+    """What the server asks of every device: DP-SGD hyperparameters and the held-out split."""
 
     run_key: str = Field(min_length=1)
-    server_round: int = Field(ge=1)
     noise_multiplier: float = Field(gt=0)
     max_grad_norm: float = Field(gt=0)
     batch_size: int = Field(ge=1)
@@ -85,6 +84,12 @@ class RoundPlan(_Frozen):
     lr: float = Field(gt=0)
     holdout: float = Field(ge=0, lt=1)
     seed: int = 0
+
+
+class RoundPlan(TrainingPlan):
+    """The training plan the server sends with every round (a ConfigRecord)."""
+
+    server_round: int = Field(ge=1)
 
     @classmethod
     def from_config(cls, flat: Mapping[str, Any]) -> RoundPlan:
@@ -96,23 +101,15 @@ class RoundPlan(_Frozen):
         return _flat(self)
 
 
-class ServerSettings(_Frozen):
+class ServerSettings(TrainingPlan):
     """Everything the ServerApp needs, passed as the Flower app's run config."""
 
     run_dir: str = Field(min_length=1)
-    run_key: str = Field(min_length=1)
     rounds: int = Field(ge=1, le=10_000)
     min_nodes: int = Field(ge=1)
     node_wait_timeout: float = Field(gt=0)
     round_timeout: float = Field(gt=0)
     hidden: int = Field(ge=1, le=1024)
-    noise_multiplier: float = Field(gt=0)
-    max_grad_norm: float = Field(gt=0)
-    batch_size: int = Field(ge=1)
-    local_epochs: int = Field(ge=1)
-    lr: float = Field(gt=0)
-    holdout: float = Field(ge=0, lt=1)
-    seed: int = 0
 
     @classmethod
     def from_run_config(cls, flat: Mapping[str, Any]) -> ServerSettings:
@@ -125,5 +122,5 @@ class ServerSettings(_Frozen):
 
     def plan(self, server_round: int) -> RoundPlan:
         """The plan sent to devices for ``server_round``."""
-        fields = {k: v for k, v in self.model_dump().items() if k in RoundPlan.model_fields}
+        fields = {k: v for k, v in self.model_dump().items() if k in TrainingPlan.model_fields}
         return RoundPlan(server_round=server_round, **fields)
