@@ -68,6 +68,10 @@ def _executable(name: str) -> str:
 
 def _child_env(flwr_home: Path) -> dict[str, str]:
     env = dict(os.environ)
+    # SuperLink and SuperNode start flower-superexec / flwr-clientapp by name: they must find
+    # this environment's executables even when it was not activated.
+    bin_dir = str(Path(sys.executable).parent)
+    env["PATH"] = os.pathsep.join([bin_dir, env.get("PATH", "")])
     env.update(
         FLWR_TELEMETRY_ENABLED="0",
         FLWR_HOME=str(flwr_home),
