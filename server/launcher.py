@@ -24,7 +24,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from fedgaze.federation.settings import NodeSettings, ServerSettings
 from fedgaze.server.app import PROGRESS_FILE, RESULT_FILE
-from fedgaze.server.processes import ProcessFailed, Supervisor, free_port, log_tail, port_in_use
+from fedgaze.server.processes import ProcessFailed, Supervisor, free_ports, log_tail, port_in_use
 
 LOOPBACK = "127.0.0.1"
 CONNECTION = "fedgaze"
@@ -195,7 +195,7 @@ def launch_federation(
     env = _child_env(flwr_home)
     t0 = time.monotonic()
     with Supervisor(run_dir / "logs") as sup:
-        fleet_port, control_port, health_port = free_port(), free_port(), free_port()
+        fleet_port, control_port, health_port, *node_ports = free_ports(3 + len(nodes))
         fleet = f"{LOOPBACK}:{fleet_port}"
         superlink = sup.start(
             "superlink",
@@ -234,7 +234,7 @@ def launch_federation(
                         "--host",
                         LOOPBACK,
                         "--port",
-                        str(free_port()),
+                        str(node_ports[i]),
                         "--max-retries",
                         "10",
                         "--max-wait-time",

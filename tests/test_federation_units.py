@@ -15,7 +15,7 @@ from fedgaze.data.split import chronological_split
 from fedgaze.federation.settings import NodeSettings, ServerSettings, SettingsError
 from fedgaze.model.store import ModelDirError, SavedModel, load_model, save_model
 from fedgaze.server.aggregate import fedavg, weighted_mean
-from fedgaze.server.processes import Supervisor, free_port, port_in_use
+from fedgaze.server.processes import Supervisor, free_ports, port_in_use
 
 
 def _server_settings(**kw: object) -> ServerSettings:
@@ -158,6 +158,7 @@ def _alive(pid: int) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
-def test_free_port_is_free() -> None:
-    port = free_port()
-    assert not port_in_use("127.0.0.1", port)
+def test_free_ports_are_free_and_distinct() -> None:
+    ports = free_ports(20)
+    assert len(set(ports)) == 20
+    assert not any(port_in_use("127.0.0.1", p) for p in ports)
