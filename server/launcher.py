@@ -11,7 +11,9 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -255,7 +257,7 @@ def launch_federation(
         )
         if on_started is not None:
             on_started(sup)
-        _follow(sup, run_dir, on_event, t0 + limits.run_total)
+        _follow(sup, run_dir, on_event, t0 + limits.run_total, env)
         _drain(sup, limits.drain)
     result_path = run_dir / RESULT_FILE
     try:
@@ -273,25 +275,63 @@ def launch_federation(
     )
 
 
-def _follow(sup: Supervisor, run_dir: Path, on_event: EventHandler | None, deadline: float) -> None:
+def _run_status(sup: Supervisor, env: dict[str, str]) -> str | None:
+    """The SuperLink's status of our run ("running", "finished:failed", ...), or None if unknown.
+
+    Used only when ``flwr run --stream`` has ended early: its HTTP log stream can close while
+    the run goes on, so its exit is no evidence that the run is over.
+    """
+    match = re.search(r"started run (\d+)", sup.log_path("flwr-run").read_text(errors="replace"))
+    if match is None:
+        return None
+    try:
+        proc = subprocess.run(
+            [_executable("flwr"), "ls", CONNECTION, "--run-id", match[1], "--format", "json"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=env,
+            check=False,
+        )
+        runs = json.loads(proc.stdout)["runs"]
+    except (subprocess.TimeoutExpired, json.JSONDecodeError, KeyError, TypeError):
+        return None
+    return str(runs[0]["status"]) if runs else None
+
+
+def _follow(
+    sup: Supervisor,
+    run_dir: Path,
+    on_event: EventHandler | None,
+    deadline: float,
+    env: dict[str, str],
+    status_every: float = 5.0,
+) -> None:
     tail = _ProgressTail(run_dir / PROGRESS_FILE)
-    while True:
+
+    def finished() -> bool:
         for event in tail.poll():
             if on_event is not None:
                 on_event(event)
             if event["event"] == "failed":
                 raise FederationFailed(f"the ServerApp failed: {event.get('error')}")
             if event["event"] == "done":
-                return
+                return True
+        return False
+
+    next_status = 0.0
+    while not finished():
         sup.check_alive("superlink")
-        if sup.children["flwr-run"].poll() is not None:
-            # One more read: the run may have finished between the poll and the exit.
-            if any(e["event"] == "done" for e in tail.poll()):
+        if sup.children["flwr-run"].poll() is not None and time.monotonic() >= next_status:
+            next_status = time.monotonic() + status_every
+            status = _run_status(sup, env)
+            if status is not None and status.startswith("finished") and not finished():
+                raise FederationFailed(
+                    f"the run ended ({status}) before the ServerApp finished; flwr run said:\n"
+                    f"{log_tail(sup.log_path('flwr-run'))}"
+                )
+            if status is not None and status.startswith("finished"):
                 return
-            raise FederationFailed(
-                "the run ended before the ServerApp finished; flwr run said:\n"
-                f"{log_tail(sup.log_path('flwr-run'))}"
-            )
         if time.monotonic() > deadline:
             raise FederationFailed("the run exceeded its time limit and was stopped")
         time.sleep(0.2)

@@ -9,6 +9,7 @@ import io
 import itertools
 import json
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -119,3 +120,43 @@ def test_devices_refuse_a_plan_that_would_overspend(tmp_path: Path) -> None:
         )
         assert len(history) == d["rounds_participated"] < 3
         assert d["epsilon_device_state"] == pytest.approx(d["epsilon"], rel=1e-9)
+
+
+def test_run_completes_when_the_log_stream_dies(tmp_path: Path) -> None:
+    """`flwr run --stream` may end early (its HTTP stream closes); the launcher then asks the
+    SuperLink for the run's status instead of declaring the run dead."""
+    import signal
+
+    from fedgaze.federation.cohort import provision_synthetic
+    from fedgaze.federation.settings import ServerSettings
+    from fedgaze.server.launcher import launch_federation
+
+    run_dir = tmp_path / "run"
+    nodes = provision_synthetic(run_dir / "devices", 2, seed=3, epsilon_budget=20.0, delta=1e-5)
+    settings = ServerSettings(
+        run_dir=str(run_dir),
+        run_key="stream-test",
+        rounds=1,
+        min_nodes=2,
+        node_wait_timeout=120,
+        round_timeout=120,
+        hidden=4,
+        noise_multiplier=1.0,
+        max_grad_norm=1.0,
+        batch_size=8,
+        local_epochs=1,
+        lr=0.05,
+        holdout=0.25,
+        seed=0,
+    )
+
+    def kill_stream_once_started(sup: object) -> None:
+        log = run_dir / "logs" / "flwr-run.log"
+        deadline = time.monotonic() + 60
+        while "started run" not in log.read_text(errors="replace"):
+            assert time.monotonic() < deadline, "flwr run never started the run"
+            time.sleep(0.2)
+        sup.kill("flwr-run", signal.SIGKILL)  # type: ignore[attr-defined]
+
+    outcome = launch_federation(run_dir, settings, nodes, on_started=kill_stream_once_started)
+    assert outcome.server_result["rounds_completed"] == 1
