@@ -162,3 +162,21 @@ def test_free_ports_are_free_and_distinct() -> None:
     ports = free_ports(20)
     assert len(set(ports)) == 20
     assert not any(port_in_use("127.0.0.1", p) for p in ports)
+
+
+def test_replace_model_dir_refuses_non_model_dirs(tmp_path: Path) -> None:
+    from fedgaze.cli import replace_model_dir
+
+    saved = SavedModel(
+        state={"a": np.zeros(2, np.float32)}, feature_set="v1", n_features=1, hidden=1
+    )
+    save_model(tmp_path / "src", saved)
+    precious = tmp_path / "precious"
+    precious.mkdir()
+    (precious / "notes.txt").write_text("keep me")
+    with pytest.raises(ValueError, match="not a fedgaze model directory"):
+        replace_model_dir(tmp_path / "src", precious)
+    assert (precious / "notes.txt").read_text() == "keep me"
+    replace_model_dir(tmp_path / "src", tmp_path / "out")
+    replace_model_dir(tmp_path / "src", tmp_path / "out")  # an earlier model is replaced
+    assert load_model(tmp_path / "out").state["a"].shape == (2,)
