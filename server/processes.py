@@ -142,9 +142,35 @@ def _signal_group(proc: subprocess.Popen[bytes], sig: int) -> None:
         os.killpg(proc.pid, sig)
 
 
+def descendants(pid: int) -> list[int]:
+    """Every live descendant of ``pid`` (read from /proc; empty where there is no /proc).
+
+    Flower's SuperLink starts its ServerApp through ``flower-superexec`` in a session of its
+    own, so killing the SuperLink's process group alone would orphan a running ServerApp.
+    """
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").glob("[0-9]*"):
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        children.setdefault(ppid, []).append(int(entry.name))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
 def _terminate(procs: Sequence[subprocess.Popen[bytes]], grace: float) -> None:
+    strays = [d for proc in procs for d in descendants(proc.pid)]
     for proc in procs:
         _signal_group(proc, signal.SIGTERM)
+    for pid in strays:
+        with suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + grace
     for proc in procs:
         with suppress(subprocess.TimeoutExpired):
@@ -152,5 +178,8 @@ def _terminate(procs: Sequence[subprocess.Popen[bytes]], grace: float) -> None:
     for proc in procs:
         # The group may hold grandchildren even when the leader is gone.
         _signal_group(proc, signal.SIGKILL)
+    for pid in strays:
+        with suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
         with suppress(subprocess.TimeoutExpired):
             proc.wait(timeout=grace)

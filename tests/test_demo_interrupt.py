@@ -15,16 +15,18 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 
 
 def _processes_mentioning(text: str) -> list[int]:
+    """Live processes other than this one whose command line or environment contain ``text``."""
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit() or int(entry.name) == os.getpid():
             continue
         try:
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            # Flower's ServerApp names the run directory only in its environment (FLWR_HOME).
+            seen = (entry / "cmdline").read_bytes() + (entry / "environ").read_bytes()
             state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
         except (FileNotFoundError, ProcessLookupError, PermissionError):
             continue
-        if text in cmdline and state != "Z":
+        if text.encode() in seen and state != "Z":
             found.append(int(entry.name))
     return found
 
