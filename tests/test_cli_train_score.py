@@ -7,12 +7,13 @@ import shutil
 from pathlib import Path
 
 import pytest
+from shared_data import IFLLM_ROOT
 
 from fedgaze.cli import main
 from fedgaze.data.ifllm import labelled_comparison_counts, load_ifllm
 from fedgaze.data.ifllm_subset import write_subset
 
-IFLLM = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "ifllm"
+IFLLM = IFLLM_ROOT
 TRAIN = ["worker_030da562", "worker_0ff5001d", "worker_1d147b43"]
 TEST = ["worker_01e1127e", "worker_19651352"]
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 import importlib.util
 import math
 import statistics
-from pathlib import Path
 
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from shared_data import IFLLM_ROOT
 
 from fedgaze.data.schema import (
     MODALITIES,
@@ -34,7 +34,7 @@ from fedgaze.features.v1 import (
 
 F = len(SIDE_FEATURE_NAMES)
 COL = {name: i for i, name in enumerate(SIDE_FEATURE_NAMES)}
-DATA_ROOT = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "ifllm"
+DATA_ROOT = IFLLM_ROOT
 
 
 def samples(t_ms, side, char_index=None) -> Samples:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from shared_data import IFLLM_ROOT
 
 from fedgaze.data.ifllm import (
     _REL6,
@@ -25,7 +26,7 @@ from fedgaze.data.ifllm import (
 )
 from fedgaze.data.schema import SIDE_LEFT, SIDE_NONE, SIDE_RIGHT, Query
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared/datasets/ifllm"
+DATA = IFLLM_ROOT
 HOUR_MS = 3_600_000
 T0 = 1_760_000_000_000.0  # 2025-10-09 08:53:20 UTC
 WORDS = ("alpha", "bravo", "charlie", "delta")

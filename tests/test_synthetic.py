@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import math
 import re
-from pathlib import Path
 
 import numpy as np
 import pytest
+from shared_data import IFLLM_ROOT
 
 from fedgaze.data.schema import (
     PREF_LEFT,
@@ -34,8 +34,6 @@ from fedgaze.data.synthetic import (
     load_default_params,
     query_rows,
 )
-
-IFLLM_ROOT = Path(__file__).resolve().parents[1].parent / "shared/datasets/ifllm"
 
 #: KS thresholds per marginal (measured max over 8 seeds in the comment).
 KS_MAX = {

@@ -215,8 +215,9 @@ def labelled_comparison_counts(root: str | Path) -> dict[str, int]:
     Read from the query table alone (no traces), to plan which workers make useful devices.
     """
     base = _check_root(root)
-    counts = dict.fromkeys(list_workers(base), 0)
-    for q in _read_queries(base, _Sink(base)):
+    queries = _read_queries(base, _Sink(base))
+    counts = dict.fromkeys(sorted({q.user_id for q in queries}), 0)
+    for q in queries:
         if q.response_2 and q.preference in (PREF_LEFT, PREF_RIGHT):
             counts[q.user_id] += 1
     return counts
