@@ -3,10 +3,11 @@
 Raw traces are read from the device's own storage and turned into features here; only the
 trained weights and the declared metrics go back: the training example count, the DP-SGD
 parameters of the round (noise multiplier, sample rate, steps), delta and the device's
-cumulative epsilon, and the held-out evaluation (count, loss, accuracy) of the received model
-(see ``fedgaze.federation.protocol``). The device enforces its own privacy budget and
-persists its accountant history before it replies, so a crash after training can only
-over-count spending, never under-count it.
+cumulative epsilon, and the held-out evaluation (count, loss, accuracy, personalized accuracy)
+of the received model (see ``fedgaze.federation.protocol``). The device's personal head
+(:mod:`fedgaze.model.personal`) is fitted and stored here and never sent. The device enforces
+its own privacy budget and persists its accountant history before it replies, so a crash after
+training can only over-count spending, never under-count it.
 """
 
 from __future__ import annotations
@@ -15,27 +16,32 @@ import zlib
 from functools import lru_cache
 from pathlib import Path
 
+import numpy as np
 from flwr.app import ArrayRecord, Context, Message
 from flwr.clientapp import ClientApp
 
 from fedgaze.client.device_data import load_node_device
 from fedgaze.data.split import chronological_split
-from fedgaze.features.v1 import FeatureMatrix, featurize
+from fedgaze.features.matrix import FeatureMatrix
+from fedgaze.features.v2 import featurize
 from fedgaze.federation import protocol
 from fedgaze.federation.arrays import from_array_record, to_array_record
 from fedgaze.federation.settings import NodeSettings, RoundPlan
 from fedgaze.model.evaluation import evaluate
+from fedgaze.model.personal import fit_personal_head, save_personal_head
+from fedgaze.model.reward import model_from_state, predict_logits
 
 app = ClientApp()
 
 PRIVACY_STATE_FILE = "privacy_state.json"
+PERSONAL_HEAD_FILE = "personal_head.json"
 
 
 @lru_cache(maxsize=8)
 def _local_split(node: NodeSettings, holdout: float) -> tuple[FeatureMatrix, FeatureMatrix]:
     device = load_node_device(node)
     train, test = chronological_split(device.comparisons(), holdout)
-    return featurize(train), featurize(test)
+    return featurize(train, device.calibration), featurize(test, device.calibration)
 
 
 def privacy_state_path(node: NodeSettings) -> Path:
@@ -49,13 +55,29 @@ def _seed(plan: RoundPlan, device_id: str) -> int:
     )
 
 
+def personal_head_path(node: NodeSettings) -> Path:
+    """Where this device keeps its personal head (never sent anywhere)."""
+    return Path(node.device_dir) / PERSONAL_HEAD_FILE
+
+
 def _held_out_metrics(node: NodeSettings, plan: RoundPlan, arrays: ArrayRecord) -> dict[str, float]:
-    """Score the received model on this device's later (held-out) comparisons."""
-    _, test_fm = _local_split(node, plan.holdout)
+    """Score the received model on this device's later (held-out) comparisons, shared and
+    personalized; the personal head is refitted on the earlier ones and kept on the device."""
+    train_fm, test_fm = _local_split(node, plan.holdout)
+    state = from_array_record(arrays)
+    model = model_from_state(state)
+    head = fit_personal_head(predict_logits(model, train_fm.X), train_fm.X, train_fm.y)
+    save_personal_head(personal_head_path(node), head)
     if len(test_fm.y) == 0:
         return {protocol.EVAL_EXAMPLES: 0}
-    loss, accuracy, n = evaluate(from_array_record(arrays), test_fm.X, test_fm.y)
-    return {protocol.EVAL_EXAMPLES: n, protocol.EVAL_LOSS: loss, protocol.EVAL_ACCURACY: accuracy}
+    loss, accuracy, n = evaluate(state, test_fm.X, test_fm.y)
+    personal = head.adjust(predict_logits(model, test_fm.X), test_fm.X)
+    return {
+        protocol.EVAL_EXAMPLES: n,
+        protocol.EVAL_LOSS: loss,
+        protocol.EVAL_ACCURACY: accuracy,
+        protocol.EVAL_ACCURACY_PERSONAL: float(np.mean((personal > 0) == (test_fm.y == 1))),
+    }
 
 
 @app.train()

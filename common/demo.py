@@ -172,7 +172,9 @@ def _round_line(event: dict[str, Any]) -> str:
 def _evaluation_line(event: dict[str, Any]) -> str:
     which = "initial model" if event["round"] == 0 else f"model after round {event['round']}"
     return (
-        f"  {which}: held-out accuracy {_fmt(event['accuracy'])}, loss {_fmt(event['loss'])} "
+        f"  {which}: held-out accuracy {_fmt(event['accuracy'])} "
+        f"(personalized on-device {_fmt(event.get('accuracy_personal'))}), "
+        f"loss {_fmt(event['loss'])} "
         f"(n={event['eval_examples']} on {event['eval_devices']} devices)"
     )
 
@@ -227,7 +229,10 @@ def build_summary(
         "rounds": settings.rounds,
         "rounds_completed": server["rounds_completed"],
         "metrics": [
-            {k: e[k] for k in ("round", "accuracy", "loss", "eval_examples")}
+            {
+                k: e.get(k)
+                for k in ("round", "accuracy", "accuracy_personal", "loss", "eval_examples")
+            }
             for e in server["evaluations"]
             if e["round"] >= 1
         ],

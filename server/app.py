@@ -132,12 +132,17 @@ def _evaluation(reports: Iterable[protocol.DeviceReport], model_round: int) -> d
 
     def mean(key: str) -> float | None:
         return weighted_mean(
-            [(r.metrics[key], int(r.metrics[protocol.EVAL_EXAMPLES])) for r in scored]
+            [
+                (r.metrics[key], int(r.metrics[protocol.EVAL_EXAMPLES]))
+                for r in scored
+                if key in r.metrics
+            ]
         )
 
     return {
         "round": model_round,
         "accuracy": mean(protocol.EVAL_ACCURACY),
+        "accuracy_personal": mean(protocol.EVAL_ACCURACY_PERSONAL),
         "loss": mean(protocol.EVAL_LOSS),
         "eval_examples": sum(int(r.metrics[protocol.EVAL_EXAMPLES]) for r in scored),
         "eval_devices": len(scored),

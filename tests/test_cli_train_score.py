@@ -78,3 +78,28 @@ def test_bad_inputs_give_clear_errors(tmp_path: Path, capsys: pytest.CaptureFixt
     )
     assert code == 2
     assert "model.json" in capsys.readouterr().err
+
+
+def test_features_command_writes_one_row_per_comparison(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import polars as pl
+
+    from fedgaze.features.v2 import SIDE_FEATURE_NAMES
+
+    data = write_subset(IFLLM, TEST, tmp_path / "data")
+    out = tmp_path / "features.parquet"
+    assert main(["features", "--data", str(data), "--out", str(out), "--jobs", "2"]) == 0
+    frame = pl.read_parquet(out)
+    expected = [
+        q.query_id
+        for d in load_ifllm(data).devices
+        for q in d.queries
+        if q.pairwise and q.response_right is not None
+    ]
+    assert frame.columns[0] == "query_ID" and sorted(frame["query_ID"]) == sorted(expected)
+    assert frame.width == 4 + 2 * len(SIDE_FEATURE_NAMES)
+    assert f"{len(expected)} comparisons" in capsys.readouterr().out
+    bad = tmp_path / "features.xlsx"
+    assert main(["features", "--data", str(data), "--out", str(bad)]) == 2
+    assert "must end in .parquet or .csv" in capsys.readouterr().err and not bad.exists()

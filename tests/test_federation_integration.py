@@ -19,6 +19,7 @@ from dp_accounting import dp_event, rdp
 from rich.console import Console
 
 from fedgaze.demo import FederationOptions, run_local_federation
+from fedgaze.model.personal import load_personal_head
 from fedgaze.model.store import load_model
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(420)]
@@ -58,7 +59,12 @@ def test_summary_shape(run: tuple[Path, dict[str, Any], str]) -> None:
     assert [m["round"] for m in summary["metrics"]] == [1, 2]
     for m in summary["metrics"]:
         assert 0.0 <= m["accuracy"] <= 1.0 and np.isfinite(m["loss"])
+        assert 0.0 <= m["accuracy_personal"] <= 1.0
     assert {d["device_id"] for d in summary["devices"]} == {"synth_000", "synth_001", "synth_002"}
+    # Each device keeps its personal head locally; it is never part of a reply.
+    for d in summary["devices"]:
+        head = load_personal_head(run_dir / "devices" / d["device_id"] / "personal_head.json")
+        assert np.isfinite(head.bias)
     for d in summary["devices"]:
         assert d["rounds_participated"] == 2 and d["examples"] > 0 and d["delta"] == 1e-5
 

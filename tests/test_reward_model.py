@@ -30,7 +30,7 @@ def toy_comparisons(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return X, y
 
 
-@pytest.mark.parametrize("hidden", [1, 4, 16])
+@pytest.mark.parametrize("hidden", [0, 1, 4, 16])
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_swapping_sides_exactly_negates_logit(hidden: int, seed: int):
     model = PairwiseRewardModel(F, hidden=hidden, seed=seed)
@@ -127,3 +127,22 @@ def test_learns_separable_toy_problem():
     loss, accuracy, n = evaluate(state, Xt, yt)
     assert n == 400
     assert accuracy > 0.9, (loss, accuracy)
+
+
+def test_linear_variant_is_logistic_regression_on_the_difference():
+    model = PairwiseRewardModel(F, hidden=0, seed=3)
+    state = state_to_numpy(model)
+    assert set(state) == {"net.0.weight", "net.0.bias"} and state["net.0.weight"].shape == (
+        1,
+        2 * F,
+    )
+    a, b = state["net.0.weight"][0, :F], state["net.0.weight"][0, F:]
+    X, _ = toy_comparisons(50, 4)
+    expected = (X[:, 1] - X[:, 0]) @ (a + 2 * b)
+    logits = model(torch.from_numpy(X)).detach().numpy()
+    np.testing.assert_allclose(logits, expected, rtol=1e-4, atol=1e-4)
+    rebuilt = model_from_state(state)
+    assert rebuilt.hidden == 0 and torch.equal(
+        rebuilt(torch.from_numpy(X)), model(torch.from_numpy(X))
+    )
+    assert model_from_state(state_to_numpy(PairwiseRewardModel(F, hidden=1))).hidden == 1

@@ -89,19 +89,33 @@ queries in ``query_ID`` order and corrected timestamps ``ts_k``:
    samples of one instant always land in the same query.
 
 ``IfllmDataset.stats`` counts how often this evidence contradicts the time-only attribution
-(``evidence_*`` keys).  Everything is vectorized (numpy/polars) except loops over files, pages and
-queries, and over the rare unparsable lines.
+(``evidence_*`` keys).
+
+Speed and memory
+----------------
+Devices are built one at a time (``iter_devices``; ``load_ifllm`` collects them), so memory is
+bounded by the largest device.  All trace files of a device are read, parsed and aligned
+together: ``read_csv`` reads the stored bytes of many files at once (gzip members concatenated,
+a marker line between files), the ``abs_*`` files as 4 text fields typed like the per-line
+parse, the ``rel_*`` files as lines that one vectorized parse splits; alignment and attribution
+are numpy over the whole device, and snippets are searched for in two device-wide rounds.  A
+batch ``read_csv`` rejects (damage, invalid UTF-8, a missing final newline, a BOM, ...) is
+read file by file, and a file it rejects the careful way (Python decompression, decoding and
+line split), which reports the problems; every route gives the same rows.  Python loops run
+over files, pages, queries and bad lines only.
 """
 
 from __future__ import annotations
 
 import csv
+import gzip
 import io
+import os
 import re
 import zlib
 from collections import Counter
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Mapping, Sequence, Set
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
@@ -124,7 +138,15 @@ from fedgaze.data.schema import (
     Samples,
 )
 
-__all__ = ["IfllmDataset", "list_workers", "load_ifllm"]
+__all__ = [
+    "DeviceStream",
+    "IfllmDataset",
+    "iter_devices",
+    "labelled_comparison_counts",
+    "list_workers",
+    "load_ifllm",
+    "query_counts",
+]
 
 QUERY_TABLE = "query_logs_table"
 TASK_TABLE = "task_table"
@@ -164,7 +186,6 @@ _TASK_COLUMNS = ("user_id", "task_id", "accuracy")
 Bool = npt.NDArray[np.bool_]
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
-
 
 # --------------------------------------------------------------------------------------------
 # public API
@@ -230,30 +251,103 @@ def load_ifllm(root: str | Path, workers: Sequence[str] | None = None) -> IfllmD
     single worker is cheap (what a federated client does).  Raises FileNotFoundError when the
     root or a required table is missing, ValueError when a table lacks required columns or is
     not CSV, and KeyError naming workers that are not in the query log.  Everything else that
-    is wrong with the data becomes a Problem and is skipped.
+    is wrong with the data becomes a Problem and is skipped.  Holds every device in memory; see
+    :func:`iter_devices` to process one device at a time.
+    """
+    loader = _Loader(root, workers)
+    stats: Counter[str] = Counter()
+    devices: list[Device] = []
+    problems = list(loader.problems)
+    for device, found in loader.devices(stats):
+        devices.append(device)
+        problems += found
+    return IfllmDataset(devices=tuple(devices), problems=tuple(problems), stats=dict(stats))
+
+
+def iter_devices(
+    root: str | Path,
+    workers: Sequence[str] | None = None,
+    *,
+    stats: Counter[str] | None = None,
+) -> DeviceStream:
+    """Load IFLLM one device at a time: ``(device, its problems)`` per worker, sorted by id.
+
+    The same devices, problems and counters as :func:`load_ifllm` (which is built on it), but
+    each device is built only when the iterator reaches it and nothing of it is kept afterwards,
+    so peak memory is bounded by the largest device rather than the data set.  The two tables
+    are read once, when this function is called: the errors :func:`load_ifllm` raises (missing
+    root or table, bad header, unknown ``workers``) are raised here, before the first device.
+    The problems of the tables themselves (and of a missing ``user_behavior`` folder) belong to
+    no device: they are the returned stream's ``table_problems`` (``load_ifllm`` lists them
+    first).  Pass a ``Counter`` as ``stats`` to receive the load counters (``samples_gaze``,
+    ``samples_mouse``, ... as in :attr:`IfllmDataset.stats`) as devices are built.
+    """
+    loader = _Loader(root, workers)
+    return DeviceStream(loader.devices(Counter() if stats is None else stats), loader.problems)
+
+
+class DeviceStream(Iterator[tuple[Device, list[Problem]]]):
+    """The iterator :func:`iter_devices` returns: ``(device, its problems)`` pairs, plus the
+    ``table_problems`` found while reading the two tables (known before the first device)."""
+
+    def __init__(
+        self, devices: Iterator[tuple[Device, list[Problem]]], table_problems: Sequence[Problem]
+    ) -> None:
+        self._devices = devices
+        self.table_problems: tuple[Problem, ...] = tuple(table_problems)
+
+    def __iter__(self) -> DeviceStream:
+        return self
+
+    def __next__(self) -> tuple[Device, list[Problem]]:
+        return next(self._devices)
+
+
+def query_counts(root: str | Path) -> dict[str, int]:
+    """Queries (pairwise and pointwise) per worker in the log, from the query table alone.
+
+    With :func:`labelled_comparison_counts`, what planning a split of the workers needs: the
+    cost of loading a device grows with its queries (pages of traces).
     """
     base = _check_root(root)
-    sink = _Sink(base)
-    queries = _read_queries(base, sink)
-    tasks = _read_tasks(base, sink)
-    known = sorted({q.user_id for q in queries})
-    chosen = known if workers is None else sorted(set(workers))
-    unknown = [w for w in chosen if w not in set(known)]
-    if unknown:
-        raise KeyError(
-            f"unknown worker(s) {unknown} (not in {table_path(base, QUERY_TABLE)}); "
-            f"{len(known)} workers are known, e.g. {known[:3]}"
-        )
-    behavior = base / BEHAVIOR_DIR
-    if not behavior.is_dir():
-        sink.add(behavior, 0, "missing folder: no traces for any worker")
-    ctx = _Ctx(base=base, query_path=table_path(base, QUERY_TABLE), sink=sink, stats=Counter())
-    by_worker: dict[str, list[_QueryRow]] = {w: [] for w in chosen}
-    for q in queries:
-        if q.user_id in by_worker:
-            by_worker[q.user_id].append(q)
-    devices = tuple(_load_device(ctx, w, by_worker[w], tasks) for w in chosen)
-    return IfllmDataset(devices=devices, problems=tuple(sink.problems), stats=dict(ctx.stats))
+    return dict(sorted(Counter(q.user_id for q in _read_queries(base, _Sink(base))).items()))
+
+
+class _Loader:
+    """The tables of one root, read once, and the devices of the chosen workers on demand."""
+
+    def __init__(self, root: str | Path, workers: Sequence[str] | None) -> None:
+        base = _check_root(root)
+        sink = _Sink(base)
+        queries = _read_queries(base, sink)
+        self.tasks = _read_tasks(base, sink)
+        known = sorted({q.user_id for q in queries})
+        chosen = known if workers is None else sorted(set(workers))
+        unknown = [w for w in chosen if w not in set(known)]
+        if unknown:
+            raise KeyError(
+                f"unknown worker(s) {unknown} (not in {table_path(base, QUERY_TABLE)}); "
+                f"{len(known)} workers are known, e.g. {known[:3]}"
+            )
+        behavior = base / BEHAVIOR_DIR
+        if not behavior.is_dir():
+            sink.add(behavior, 0, "missing folder: no traces for any worker")
+        self.base = base
+        self.query_path = table_path(base, QUERY_TABLE)
+        self.problems: list[Problem] = sink.problems
+        self.workers = chosen
+        self.rows: dict[str, list[_QueryRow]] = {w: [] for w in chosen}
+        for q in queries:
+            if q.user_id in self.rows:
+                self.rows[q.user_id].append(q)
+
+    def devices(self, stats: Counter[str]) -> Iterator[tuple[Device, list[Problem]]]:
+        """Build each chosen worker's device in turn, adding to ``stats``."""
+        for worker in self.workers:
+            sink = _Sink(self.base)
+            ctx = _Ctx(base=self.base, query_path=self.query_path, sink=sink, stats=stats)
+            device = _load_device(ctx, worker, self.rows[worker], self.tasks)
+            yield device, sink.problems
 
 
 # --------------------------------------------------------------------------------------------
@@ -294,13 +388,20 @@ def _check_root(root: str | Path) -> Path:
     return base
 
 
-def _resolve(folder: Path, stem: str) -> Path | None:
-    """``stem.csv`` if present, else ``stem.csv.gz``, else None."""
+def _resolve(folder: Path, stem: str, files: Set[str] | None = None) -> Path | None:
+    """``stem.csv`` if present, else ``stem.csv.gz``, else None (``files``: the names of the
+    folder's files, when already listed)."""
     for name in (f"{stem}.csv", f"{stem}.csv.gz"):
         path = folder / name
-        if path.is_file():
+        if name in files if files is not None else path.is_file():
             return path
     return None
+
+
+def _file_names(folder: Path) -> set[str]:
+    """Names of the (regular, or links to regular) files in a folder."""
+    with os.scandir(folder) as entries:
+        return {e.name for e in entries if e.is_file()}
 
 
 def table_path(base: Path, stem: str) -> Path:
@@ -336,11 +437,10 @@ def _gunzip(data: bytes) -> tuple[bytes, str | None]:
     return b"".join(out), None
 
 
-def _read_text(path: Path, sink: _Sink) -> tuple[str, bool]:
-    """The decoded text of a .csv or .csv.gz file and whether it was cut short.
+def _read_bytes(path: Path, sink: _Sink) -> tuple[bytes, bool]:
+    """The bytes of a .csv or decompressed .csv.gz file and whether it was cut short.
 
-    A damaged gzip stream keeps its readable prefix and is reported; invalid UTF-8 is replaced
-    and reported with the line where it starts.
+    A damaged gzip stream keeps its readable prefix and is reported.
     """
     data = path.read_bytes()
     cut = False
@@ -350,13 +450,27 @@ def _read_text(path: Path, sink: _Sink) -> tuple[str, bool]:
             cut = True
             lines = data.count(b"\n")
             sink.add(path, 0, f"damaged file: {damage}; kept the {lines} complete lines before it")
+    return data, cut
+
+
+def _decode(data: bytes, path: Path, sink: _Sink) -> str:
+    """UTF-8 text, a leading BOM dropped; invalid bytes are replaced and reported (with line)."""
     try:
-        text = data.decode("utf-8-sig")
+        return data.decode("utf-8-sig")
     except UnicodeDecodeError as err:
         line = data.count(b"\n", 0, err.start) + 1
         sink.add(path, line, f"bad encoding: invalid UTF-8 at byte {err.start} replaced")
-        text = data.decode("utf-8-sig", errors="replace")
-    return text, cut
+        return data.decode("utf-8-sig", errors="replace")
+
+
+def _read_text(path: Path, sink: _Sink) -> tuple[str, bool]:
+    """The decoded text of a .csv or .csv.gz file and whether it was cut short.
+
+    A damaged gzip stream keeps its readable prefix and is reported; invalid UTF-8 is replaced
+    and reported with the line where it starts.
+    """
+    data, cut = _read_bytes(path, sink)
+    return _decode(data, path, sink), cut
 
 
 # --------------------------------------------------------------------------------------------
@@ -540,6 +654,10 @@ def _read_tasks(base: Path, sink: _Sink) -> dict[tuple[str, int], _TaskInfo]:
 
 # --------------------------------------------------------------------------------------------
 # trace files
+#
+# All trace files of a device are parsed together: their lines are concatenated with a file id
+# (``fid``) and parsed by a handful of polars queries, so the cost per file is a few numpy
+# operations (see "Speed and memory" in the module docstring).
 
 
 @dataclass(frozen=True)
@@ -578,6 +696,26 @@ _REL6 = _Layout("rel6", ("ci", "pt", "e"), has_snippet=True)
 
 
 _TYPES = {"ci": pl.Int64, "v": pl.Int64}  # everything else is Float64
+_ABS_SCHEMA = {
+    "fid": pl.Int64,
+    "line": pl.Int64,
+    "x": pl.Float64,
+    "y": pl.Float64,
+    "pt": pl.Float64,
+    "e": pl.Float64,
+}
+_REL_SCHEMA = {
+    "fid": pl.Int64,
+    "line": pl.Int64,
+    "x": pl.Float64,
+    "y": pl.Float64,
+    "ci": pl.Int64,
+    "pt": pl.Float64,
+    "v": pl.Int64,
+    "e": pl.Float64,
+    "snip": pl.String,
+}
+_SPLIT_CHAR = "\x1f"  # read_csv splits a file without this byte into lines, one field each
 
 
 def _validity(name: str) -> pl.Expr:
@@ -593,15 +731,28 @@ def _validity(name: str) -> pl.Expr:
 
 
 @lru_cache(maxsize=8)
-def _parse_plan(layout: _Layout) -> tuple[list[pl.Expr], ...]:
-    """Expression stages: raw fields, snippet (from raw widths), typed fields, parse code."""
+def _parse_plan(layout: _Layout, strip_e: bool) -> tuple[list[pl.Expr], ...]:
+    """Expression stages over ``parts`` (a line split on commas): raw fields, typed fields and
+    snippet, parse code; the result has the typed fields, snippet, ``n`` (fields), ``eq``
+    (``epoch_ms`` is not a number, maybe quoted) and ``code`` (0 = valid, 1 = field count,
+    2+ = field).
+
+    The snippet is the third field minus one pair of enclosing quotes: right for the rows with
+    ``n == layout.n_fields``, ``_parse_lines`` redoes the others.  ``epoch_ms`` is stripped of
+    quotes only with ``strip_e`` (rarely needed: ``_parse_lines`` reparses the rows with
+    ``eq`` that way; stripping a field without quotes changes nothing).
+    """
     parts = pl.col("parts")
     fields = layout.fields()
     raw = [parts.list.len().alias("n")]
     raw += [parts.list.get(layout.index(f), null_on_oob=True).alias(f) for f in fields]
+    if layout.has_snippet:
+        raw.append(parts.list.get(2, null_on_oob=True).alias("snip"))
     typed = []
+    if layout.has_snippet:
+        typed.append(_strip_one_pair(pl.col("snip")).alias("snip"))
     for f in fields:
-        text = pl.col(f).str.strip_chars('"') if f == "e" else pl.col(f)
+        text = pl.col(f).str.strip_chars('"') if f == "e" and strip_e else pl.col(f)
         value = text.cast(_TYPES.get(f, pl.Float64), strict=False)
         typed.append(
             pl.when(pl.col(f) == "").then(-1).otherwise(value).alias(f)
@@ -612,32 +763,59 @@ def _parse_plan(layout: _Layout) -> tuple[list[pl.Expr], ...]:
     count_ok = (n >= layout.n_fields) if layout.has_snippet else (n == layout.n_fields)
     failed = [~count_ok, *[~_validity(f) for f in fields]]
     first = pl.min_horizontal(pl.when(b).then(i + 1).otherwise(99) for i, b in enumerate(failed))
-    code = [pl.when(first == 99).then(0).otherwise(first).cast(pl.Int8).alias("code")]
-    snippet = [_snippet_expr(layout).alias("snip")] if layout.has_snippet else []
-    return raw, snippet, typed, code
+    code = [
+        pl.when(first == 99).then(0).otherwise(first).cast(pl.Int8).alias("code"),
+        pl.col("e").is_null().alias("eq"),
+    ]
+    keep = ["code", *fields, *(["snip"] if layout.has_snippet else []), "n", "eq"]
+    return raw, typed, code, [pl.col(c) for c in keep]
+
+
+def _strip_one_pair(text: pl.Expr) -> pl.Expr:
+    """One pair of enclosing double quotes removed (values not enclosed are kept)."""
+    quoted = text.str.starts_with('"') & text.str.ends_with('"') & (text.str.len_chars() >= 2)
+    return pl.when(quoted).then(text.str.strip_prefix('"').str.strip_suffix('"')).otherwise(text)
+
+
+def _run_plan(lines: pl.Series, layout: _Layout, strip_e: bool) -> pl.DataFrame:
+    """``_parse_plan`` applied to ``lines``, as one query."""
+    raw, typed, code, keep = _parse_plan(layout, strip_e)
+    return (
+        pl.DataFrame({"line": lines})
+        .lazy()
+        .select(pl.col("line").str.split(",").alias("parts"))
+        .with_columns(raw)
+        .with_columns(typed)
+        .with_columns(code)
+        .select(keep)
+        .collect()
+    )
 
 
 def _parse_lines(lines: pl.Series, layout: _Layout) -> pl.DataFrame:
-    """Vectorized parse: typed columns plus ``code`` (0 = valid, 1 = field count, 2+ = field)."""
-    frame = (
-        pl.DataFrame({"line": lines})
-        .lazy()
-        .with_columns(pl.col("line").str.split(",").alias("parts"))
-    )
-    for stage in _parse_plan(layout):
-        if stage:
-            frame = frame.with_columns(stage)
+    """Vectorized parse: typed columns plus ``code`` (0 = valid, 1 = field count, 2+ = field).
+
+    The snippet is the text between the two leading and the fixed trailing fields (commas
+    included), minus one pair of enclosing quotes; ``epoch_ms`` may be quoted.
+    """
+    frame = _run_plan(lines, layout, strip_e=False)
+    quoted = np.flatnonzero(frame["eq"].to_numpy())
+    if len(quoted):  # maybe a stray quote around epoch_ms: those rows again, stripping it
+        again = _run_plan(lines.gather(quoted), layout, strip_e=True)
+        frame = frame.with_columns(frame[c].scatter(quoted, again[c]) for c in ("e", "code"))
+    if layout.has_snippet:
+        long = np.flatnonzero((frame["n"] > layout.n_fields).to_numpy())
+        if len(long):  # snippets with commas: rejoin the middle fields
+            middle = pl.col("line").str.split(",")
+            middle = middle.list.slice(2, middle.list.len() - (layout.n_fields - 1))
+            joined = (
+                pl.DataFrame({"line": lines.gather(long)})
+                .select(middle.list.join(",").alias("snip"))
+                .select(_strip_one_pair(pl.col("snip")))
+            )
+            frame = frame.with_columns(frame["snip"].scatter(long, joined["snip"]))
     keep = ["code", *layout.fields()] + (["snip"] if layout.has_snippet else [])
-    return frame.select(keep).collect()
-
-
-def _snippet_expr(layout: _Layout) -> pl.Expr:
-    """The text between the two leading and the fixed trailing fields, minus enclosing quotes."""
-    start = pl.col("x").str.len_chars() + pl.col("y").str.len_chars() + 2
-    tail = pl.sum_horizontal(pl.col(f).str.len_chars() + 1 for f in layout.tail)
-    text = pl.col("line").str.slice(start, pl.col("line").str.len_chars() - start - tail)
-    quoted = text.str.starts_with('"') & text.str.ends_with('"') & (text.str.len_chars() >= 2)
-    return pl.when(quoted).then(text.str.slice(1, text.str.len_chars() - 2)).otherwise(text)
+    return frame.select(keep)
 
 
 def _explain(line: str, code: int, layout: _Layout) -> str:
@@ -659,6 +837,26 @@ def _explain(line: str, code: int, layout: _Layout) -> str:
     return f"bad row: {_FIELD_NAMES.get(name, name)} {fields[layout.index(name)]!r} is not {what}"
 
 
+@dataclass(eq=False)
+class _Trace:
+    """One trace file of a batch: its path, its own problems, its stored bytes until parsed
+    (compressed for .gz), and the layout it was parsed with."""
+
+    path: Path
+    sink: _Sink
+    raw: bytes = b""
+    layout: _Layout | None = None
+
+    @property
+    def gz(self) -> bool:
+        """Stored gzip-compressed."""
+        return self.path.name.endswith(".gz")
+
+    def read(self) -> None:
+        """Read the stored bytes (decompression and damage checks come later)."""
+        self.raw = self.path.read_bytes()
+
+
 def _read_trace(
     path: Path, layouts: Sequence[_Layout], sink: _Sink
 ) -> tuple[pl.DataFrame, _Layout]:
@@ -666,38 +864,359 @@ def _read_trace(
 
     With several candidate layouts (6/7-column rel files) the one that fits the file wins.
     """
-    text, cut = _read_text(path, sink)
-    raw = text.split("\n")
+    trace = _Trace(path, sink)
+    trace.read()
+    frame = _parse_traces([trace], layouts)
+    assert trace.layout is not None
+    return frame.drop("fid"), trace.layout
+
+
+def _parse_traces(
+    traces: Sequence[_Trace], layouts: Sequence[_Layout], ordered: bool = True
+) -> pl.DataFrame:
+    """Typed rows of all (read) files, ``fid`` = index in ``traces``, in file and line order
+    (with ``ordered=False`` maybe not: see ``_file_order``).
+
+    Sets each trace's layout: the first of ``layouts`` that fits at least half of its lines,
+    else the one that fits most.  Bad lines are reported to the file's sink (after rejoining
+    records split by newlines in the snippet, see ``_repair``); their neighbours are kept.
+    """
+    rel = any(layout.has_snippet for layout in layouts)
+    schema = _REL_SCHEMA if rel else _ABS_SCHEMA
+    frames: list[pl.DataFrame] = []
+    rest = list(range(len(traces)))
+    if tuple(layouts) == (_ABS,):
+        plain, rest = _read_numeric(traces)
+        frames.append(plain)
+    if rest:
+        lines, counts = _file_lines([traces[i] for i in rest])
+        frames += _parse_files(lines, np.asarray(rest, dtype=np.int64), counts, traces, layouts)
+    for trace in traces:
+        trace.raw = b""
+
+    def conform(frame: pl.DataFrame) -> pl.DataFrame:
+        """The schema's columns; a layout without ``validate`` gets -1."""
+        return frame.select(
+            pl.col(c).cast(t) if c in frame.columns else pl.lit(-1, t).alias(c)
+            for c, t in schema.items()
+        )
+
+    out = [conform(f) for f in frames if len(f)]
+    if not out:
+        return pl.DataFrame(schema=schema)
+    if len(out) == 1:
+        return out[0]
+    frame = pl.concat(out)
+    order = _file_order(frame)
+    return frame if order is None or not ordered else frame[order]
+
+
+def _file_order(frame: pl.DataFrame) -> I64 | None:
+    """The order of a parsed frame's rows by (file, line); None when they are in order."""
+    key = (frame["fid"].to_numpy() << 32) | frame["line"].to_numpy()  # lines < 2**31
+    if np.all(key[1:] > key[:-1]):
+        return None
+    return np.argsort(key, kind="stable")  # merges the sorted runs
+
+
+# Files are read in batches by one read_csv call over their stored bytes (gzip members
+# concatenated: polars decompresses them), a marker line between two files.  A batch that
+# read_csv rejects (damage, invalid UTF-8, a file not ending in a newline, a real line equal
+# to the marker, a BOM not at the start of the batch, ...) is read file by file, and a file
+# that read_csv rejects on its own goes the careful way (``_careful_lines``), which is the
+# reference: every route yields the same lines.
+_MARKER = "\x00"
+_MARK_LINE = {False: b"\x00\n", True: gzip.compress(b"\x00\n", mtime=0)}
+_MARK_ROW = {
+    False: b"\x00,\x00,\x00,\x00\n",
+    True: gzip.compress(b"\x00,\x00,\x00,\x00\n", mtime=0),
+}
+_LINE_SCHEMA = {"line": pl.String}
+_GZIP_MAGIC = b"\x1f\x8b"
+_COMPRESSED_MAGIC = (  # what read_csv inflates by itself: gzip, zlib, zstd
+    _GZIP_MAGIC,
+    b"\x78\x01",
+    b"\x78\x5e",
+    b"\x78\x9c",
+    b"\x78\xda",
+    b"\x28\xb5\x2f\xfd",
+)
+_NUMERIC_SCHEMA = {f: pl.String for f in _ABS.fields()}
+
+
+def _runs(traces: Sequence[_Trace], idx: Sequence[int]) -> list[list[int]]:
+    """``idx`` cut into runs of consecutive files that read_csv may read together: all gzip or
+    all plain; a file it must not read (see ``_csv_readable``) is a run of its own."""
+    runs: list[list[int]] = []
+    for i in idx:
+        last = runs[-1][-1] if runs else None
+        if (
+            last is not None
+            and traces[last].gz == traces[i].gz
+            and _csv_readable(traces[last])
+            and _csv_readable(traces[i])
+        ):
+            runs[-1].append(i)
+        else:
+            runs.append([i])
+    return runs
+
+
+def _csv_readable(trace: _Trace) -> bool:
+    """Whether read_csv reads the stored bytes as the careful way does: a .gz file must be
+    gzip (else it is damaged), a plain one must not look compressed (read_csv would inflate
+    it)."""
+    if trace.gz:
+        return trace.raw.startswith(_GZIP_MAGIC)
+    return not trace.raw.startswith(_COMPRESSED_MAGIC)
+
+
+def _read_batch(
+    traces: Sequence[_Trace], idx: Sequence[int], schema: Mapping[str, type[pl.DataType]], row: bool
+) -> tuple[pl.DataFrame, I64] | None:
+    """The rows of files ``idx`` (one kind) read together, and how many each has; None when
+    read_csv rejects the batch or the markers do not split it into exactly those files.
+
+    ``row``: the marker is a numeric-layout row (``_MARK_ROW``), else a line.
+    """
+    if not all(_csv_readable(traces[i]) for i in idx):
+        return None
+    mark = (_MARK_ROW if row else _MARK_LINE)[traces[idx[0]].gz]
+    try:
+        frame = pl.read_csv(
+            mark.join(traces[i].raw for i in idx),
+            has_header=False,
+            separator="," if row else _SPLIT_CHAR,
+            quote_char=None,
+            schema=dict(schema),
+        )
+    except (pl.exceptions.PolarsError, OSError):
+        return None
+    first = frame.to_series(0)
+    marks = np.flatnonzero((first == _MARKER).fill_null(False).to_numpy())
+    if len(marks) != len(idx) - 1:
+        return None
+    bounds = np.r_[-1, marks, len(frame)]
+    starts = bounds[1:-1] + 1
+    if len(starts) and first.gather(starts).str.starts_with("\ufeff").fill_null(False).any():
+        return None  # a BOM read_csv keeps (the careful way drops it)
+    return frame, np.diff(bounds) - 1
+
+
+def _owners(files: Sequence[int], counts: I64) -> tuple[I64, I64]:
+    """For the rows of a batch read (files joined by a marker row): each row's file (-1 for a
+    marker) and its 1-based line in that file."""
+    n = int(counts.sum()) + len(files) - 1
+    fid = np.full(n, -1, dtype=np.int64)
+    line = np.zeros(n, dtype=np.int64)
+    start = 0
+    for f, count in zip(files, counts.tolist(), strict=True):
+        fid[start : start + count] = f
+        line[start : start + count] = np.arange(1, count + 1)
+        start += count + 1
+    return fid, line
+
+
+def _careful_lines(trace: _Trace) -> pl.Series:
+    """The physical lines of a file, decompressed and split in Python: damage and invalid
+    UTF-8 are reported (a line cut off by damage is dropped)."""
+    data, cut = trace.raw, False
+    if trace.gz:
+        data, damage = _gunzip(data)
+        if damage is not None:
+            cut = True
+            lines = data.count(b"\n")
+            trace.sink.add(
+                trace.path, 0, f"damaged file: {damage}; kept the {lines} complete lines before it"
+            )
+    raw = _decode(data, trace.path, trace.sink).split("\n")
     if raw and raw[-1] == "":
         raw.pop()
     elif cut and raw:
-        sink.add(path, len(raw), "damaged file: last line cut off by the damage; dropped")
+        trace.sink.add(
+            trace.path, len(raw), "damaged file: last line cut off by the damage; dropped"
+        )
         raw.pop()
-    lines = pl.Series("line", raw, dtype=pl.String).str.strip_suffix("\r")
-    parsed, layout = _parse_best(lines, layouts)
-    parsed = parsed.with_columns(pl.int_range(1, len(lines) + 1, dtype=pl.Int64).alias("line"))
-    blank = lines.str.strip_chars().str.len_chars() == 0
-    bad = np.flatnonzero((parsed["code"] != 0).to_numpy() & ~blank.to_numpy())
-    good = parsed.filter(pl.col("code") == 0)
-    if len(bad):
-        repaired = _repair(lines, parsed["code"].to_numpy(), bad, layout, path, sink)
-        if repaired is not None:
-            good = pl.concat([good, repaired], how="vertical_relaxed").sort("line")
-    return good.drop("code"), layout
+    return pl.Series("line", raw, dtype=pl.String).str.strip_suffix("\r")
 
 
-def _parse_best(lines: pl.Series, layouts: Sequence[_Layout]) -> tuple[pl.DataFrame, _Layout]:
-    """Parse with the first layout that fits at least half of the lines, else the best one."""
-    best: tuple[int, pl.DataFrame, _Layout] | None = None
-    for layout in layouts:
-        parsed = _parse_lines(lines, layout)
-        valid = int((parsed["code"] == 0).sum())
-        if 2 * valid >= len(lines):
-            return parsed, layout
-        if best is None or valid > best[0]:
-            best = (valid, parsed, layout)
-    assert best is not None
-    return best[1], best[2]
+def _file_lines(traces: Sequence[_Trace]) -> tuple[pl.Series, I64]:
+    """Every physical line of the files, in file order, and how many lines each file has."""
+    pieces: list[pl.Series] = []
+    counts = np.zeros(len(traces), dtype=np.int64)
+    for run in _runs(traces, range(len(traces))):
+        got = _read_batch(traces, run, _LINE_SCHEMA, row=False)
+        if got is None and len(run) > 1:  # file by file
+            for i in run:
+                one = _read_batch(traces, [i], _LINE_SCHEMA, row=False)
+                lines = one[0].to_series() if one else _careful_lines(traces[i])
+                pieces.append(lines.fill_null(""))  # read_csv reads a blank line as null
+                counts[i] = len(lines)
+        elif got is None:
+            pieces.append(_careful_lines(traces[run[0]]))
+            counts[run[0]] = len(pieces[-1])
+        else:
+            lines = got[0].to_series()
+            if len(run) > 1:  # drop the markers
+                lines = lines.filter(pl.Series(_owners(run, got[1])[0] >= 0))
+            pieces.append(lines.fill_null(""))
+            counts[run] = got[1]
+    if not pieces:
+        return pl.Series("line", [], dtype=pl.String), counts
+    return pl.concat(pieces).alias("line"), counts
+
+
+def _read_numeric(traces: Sequence[_Trace]) -> tuple[pl.DataFrame, list[int]]:
+    """abs rows of the files whose every line is 4 valid fields, read by read_csv.
+
+    Returns those rows (``fid``, ``line``, x, y, pt, e) and the indices of the other files,
+    which need the per-line route.  read_csv splits the fields (a line with more fields fails
+    the batch, one with fewer or a blank line gets nulls) and they are typed like
+    ``_parse_lines`` does, so both routes read the same numbers.
+    """
+    frames: list[pl.DataFrame] = []
+    done: list[int] = []
+    for run in _runs(traces, range(len(traces))):
+        batches = [run]
+        got = _read_batch(traces, run, _NUMERIC_SCHEMA, row=True)
+        if got is None and len(run) > 1:
+            batches = [[i] for i in run]
+        for batch in batches:
+            got = got if batch is run else _read_batch(traces, batch, _NUMERIC_SCHEMA, row=True)
+            if got is None:
+                continue
+            frame, counts = got
+            fid, line = _owners(batch, counts)
+            valid = pl.all_horizontal(_validity(f) for f in _ABS.fields()).alias("valid")
+            frame = (
+                frame.lazy()
+                .select(_parse_plan(_ABS, False)[1])
+                .with_columns(valid, pl.Series("fid", fid), pl.Series("line", line))
+                .collect()
+            )
+            marker = fid < 0
+            bad = ~frame["valid"].to_numpy() & ~marker
+            invalid = np.bincount(fid[bad], minlength=len(traces))
+            good = [i for i in batch if not invalid[i]]
+            keep = ~marker if len(good) == len(batch) else ~marker & (invalid[fid] == 0)
+            frame = frame.drop("valid")
+            frames.append(frame if keep.all() else frame.filter(pl.Series(keep)))
+            done += good
+    for i in done:
+        traces[i].layout = _ABS
+    frame = pl.concat(frames) if frames else pl.DataFrame(schema=_ABS_SCHEMA)
+    finished = set(done)
+    return frame, [i for i in range(len(traces)) if i not in finished]
+
+
+def _parse_files(
+    lines: pl.Series,
+    files: I64,
+    counts: I64,
+    traces: Sequence[_Trace],
+    layouts: Sequence[_Layout],
+) -> list[pl.DataFrame]:
+    """Parse the lines of ``traces[files]`` (``counts`` lines each, in order) in one pass per
+    layout; choose each file's layout and repair or report its bad lines.
+
+    A file's layout is the first of ``layouts`` that fits at least half of its lines, else the
+    one that fits most (the first of those).  A layout is not tried on a file whose lines
+    mostly have too few fields for it (``_unfit``) unless no layout fits.
+    """
+    n_all = len(traces)
+    fid = np.repeat(files, counts)
+    starts = np.zeros(n_all, dtype=np.int64)
+    starts[files] = np.cumsum(np.r_[0, counts[:-1]])
+    line_no = np.arange(len(fid), dtype=np.int64) - starts[fid] + 1
+    n_lines = np.zeros(n_all, dtype=np.int64)
+    n_lines[files] = counts
+    pending = np.zeros(n_all, dtype=bool)
+    pending[files] = True
+    skip = _unfit(lines, fid, starts, n_lines, files, layouts)
+    valid = np.full((len(layouts), n_all), -1.0)
+    choice = np.full(n_all, -1)
+    parses: list[tuple[int, pl.DataFrame, I64]] = []
+
+    def parse(li: int, chosen: Bool) -> None:
+        rows = np.flatnonzero(chosen[fid])
+        sub = lines if len(rows) == len(lines) else lines.gather(rows)
+        parsed = _parse_lines(sub, layouts[li])
+        parses.append((li, parsed, rows))
+        ok = (parsed["code"] == 0).to_numpy()
+        counted = np.bincount(fid[rows], weights=ok, minlength=n_all)
+        valid[li, chosen] = counted[chosen]
+
+    for li in range(len(layouts)):
+        todo = pending & ~skip[li]
+        if not todo.any():
+            continue
+        parse(li, todo)
+        fits = todo & (2 * valid[li] >= n_lines)
+        choice[fits] = li
+        pending &= ~fits
+    for li in range(len(layouts)):  # no layout fits: the best one needs every count
+        if (pending & skip[li]).any():
+            parse(li, pending & skip[li])
+    choice[pending] = np.argmax(valid[:, pending], axis=0)
+    for f in files.tolist():
+        traces[f].layout = layouts[choice[f]]
+
+    out: list[pl.DataFrame] = []
+    for li, parsed, rows in parses:
+        mine = choice[fid[rows]] == li
+        code = parsed["code"].to_numpy()
+        good = mine & (code == 0)
+        kept = parsed if good.all() else parsed.filter(pl.Series(good))
+        out.append(
+            kept.with_columns(
+                pl.Series("fid", fid[rows][good]), pl.Series("line", line_no[rows][good])
+            )
+        )
+        bad = np.flatnonzero(mine & (code != 0))
+        if not len(bad):
+            continue
+        blank = lines.gather(rows[bad]).str.strip_chars().str.len_chars() == 0
+        bad = bad[~blank.to_numpy()]
+        for f in np.unique(fid[rows[bad]]).tolist():
+            first = int(np.searchsorted(rows, starts[f]))
+            span = slice(first, first + int(n_lines[f]))
+            local = rows[bad[fid[rows[bad]] == f]] - starts[f]
+            trace = traces[f]
+            file_lines = lines.slice(int(starts[f]), int(n_lines[f]))
+            repaired = _repair(file_lines, code[span], local, layouts[li], trace.path, trace.sink)
+            if repaired is not None:
+                out.append(repaired.with_columns(pl.lit(f, pl.Int64).alias("fid")))
+    return out
+
+
+def _unfit(
+    lines: pl.Series,
+    fid: I64,
+    starts: I64,
+    n_lines: I64,
+    files: I64,
+    layouts: Sequence[_Layout],
+) -> Bool:
+    """skip[li, f]: fewer than half of file f's lines have enough fields for layout li, so it
+    cannot fit the file.  Only the first layout is checked, on the files whose first line is
+    short (6-column rel files, for the 7-column layout): counting every line would cost more
+    than the parses it saves."""
+    skip = np.zeros((len(layouts), len(n_lines)), dtype=bool)
+    layout = layouts[0]
+    nonempty = files[n_lines[files] > 0]
+    if len(layouts) < 2 or not layout.has_snippet or not len(nonempty):
+        return skip
+    need = layout.n_fields - 1  # commas of a line with enough fields
+    first = lines.gather(starts[nonempty]).str.count_matches(",", literal=True).to_numpy()
+    short = np.zeros(len(n_lines), dtype=bool)
+    short[nonempty[first < need]] = True
+    rows = np.flatnonzero(short[fid])
+    if not len(rows):
+        return skip
+    commas = lines.gather(rows).str.count_matches(",", literal=True).to_numpy()
+    enough = np.bincount(fid[rows], weights=commas >= need, minlength=len(n_lines))
+    skip[0] = short & (2 * enough < n_lines)
+    return skip
 
 
 def _join_candidates(
@@ -729,6 +1248,7 @@ def _repair(
 ) -> pl.DataFrame | None:
     """Rejoin records split by newlines in the snippet; report the lines that stay bad.
 
+    ``lines`` and ``code`` cover one file; ``bad`` are the indices of its non-blank bad lines.
     A bad line that starts like a record (``x,y,"``) but does not end like one (with an epoch)
     is joined with the next 1..``_MAX_JOIN_LINES``-1 lines, each bad on its own and not itself
     starting like a record; the shortest join that parses with a snippet of at most
@@ -788,26 +1308,13 @@ _POINTWISE = _FolderSpec(
 )
 
 
-@dataclass(frozen=True)
-class _Folder:
-    """Aligned samples of one page: modality -> frame (t, pt, occ, x, y, side, ci, v, snip)."""
-
-    pairwise: bool
-    frames: Mapping[str, pl.DataFrame]
-
-    def span(self) -> tuple[float, float] | None:
-        """(first, last) sample time over all modalities, None without samples."""
-        ts = [f["t"].to_numpy() for f in self.frames.values() if len(f)]
-        if not ts:
-            return None
-        return float(min(a.min() for a in ts)), float(max(a.max() for a in ts))
-
-
-def _folder_spec(folder: Path) -> _FolderSpec | None:
+def _folder_spec(folder: Path, files: Set[str] | None = None) -> _FolderSpec | None:
     """Which kind of page the files present say this is (None when there are no rel files)."""
 
     def present(spec: _FolderSpec) -> int:
-        return sum(_resolve(folder, s) is not None for f in spec.files.values() for s in f[1:])
+        return sum(
+            _resolve(folder, s, files) is not None for f in spec.files.values() for s in f[1:]
+        )
 
     pair, point = present(_PAIRWISE), present(_POINTWISE)
     if pair == point == 0:
@@ -815,124 +1322,261 @@ def _folder_spec(folder: Path) -> _FolderSpec | None:
     return _PAIRWISE if pair >= point else _POINTWISE
 
 
-def _load_folder(folder: Path, sink: _Sink, stats: Counter[str]) -> _Folder | None:
-    """Read, clean and align every modality of a task folder."""
-    spec = _folder_spec(folder)
-    if spec is None:
-        sink.add(folder, 0, "missing file: no rel_* trace files in this task folder; no samples")
-        return None
-    frames: dict[str, pl.DataFrame] = {}
-    for modality, stems in spec.files.items():
-        paths = [_resolve(folder, s) for s in stems]
-        missing = [s for s, p in zip(stems, paths, strict=True) if p is None]
-        if missing:
-            for stem in missing:
-                sink.add(
-                    folder / f"{stem}.csv.gz",
-                    0,
-                    f"missing file: no {stem}.csv(.gz), "
-                    f"needed for {modality} samples; {modality} left empty",
-                )
-            continue
-        found = [p for p in paths if p is not None]
-        frames[modality] = _load_modality(found, modality, sink, stats)
-    return _Folder(pairwise=spec.pairwise, frames=frames)
+@dataclass(eq=False)
+class _Group:
+    """One modality of one page: its files (abs, left or only rel[, right rel]), the problems
+    of aligning each rel file with the abs one, and where its aligned rows ended up."""
+
+    modality: str
+    files: tuple[_Trace, ...]
+    joins: tuple[_Sink, ...]
+    dropped: int = 0  # exact duplicate abs rows
+    rows: slice = field(default_factory=lambda: slice(0, 0))
+
+    def problems(self) -> Iterator[Problem]:
+        """Its problems in the order a file-by-file load reports them."""
+        yield from self.files[0].sink.problems
+        for rel, join in zip(self.files[1:], self.joins, strict=True):
+            yield from rel.sink.problems
+            yield from join.problems
 
 
-def _load_modality(
-    paths: Sequence[Path], modality: str, sink: _Sink, stats: Counter[str]
-) -> pl.DataFrame:
-    """abs + rel files of one modality -> aligned columns t, x, y, side, ci, v, snip."""
-    absf, _ = _read_trace(paths[0], [_ABS], sink)
-    before = len(absf)
-    absf = absf.unique(subset=["x", "y", "pt", "e"], keep="first", maintain_order=True)
-    stats[f"abs_{modality}_duplicate_rows_dropped"] += before - len(absf)
-    joined = _with_occurrence(absf)
-    sides = ["l", "r"][: len(paths) - 1]
-    for side, path in zip(sides, paths[1:], strict=True):
-        rel, layout = _read_trace(path, [_REL7, _REL6], sink)
-        if layout is _REL6:
-            rel = rel.with_columns(pl.lit(-1, pl.Int64).alias("v"))
-        cols = ("x", "y", "ci", "v", "e", "snip", "line")
-        rel = _with_occurrence(rel).select(
-            "pt", "occ", *[pl.col(c).alias(f"{c}_{side}") for c in cols]
-        )
-        joined = _join_reporting(joined, rel, (paths[0], path), ("line", f"line_{side}"), sink)
-        _report_skew(joined, side, (paths[0], path), sink)
-    return _sides(joined, sides, mouse=modality == "mouse")
+@dataclass(frozen=True)
+class _Rows:
+    """Numpy columns of parsed trace rows (one frame of ``_parse_traces``), ``g`` = group."""
+
+    g: I64
+    line: I64
+    x: F64
+    y: F64
+    pt: F64
+    e: F64
+    occ: I64
+    ci: I64 | None = None
+    v: I64 | None = None
 
 
-def _with_occurrence(frame: pl.DataFrame) -> pl.DataFrame:
-    """Add ``occ``: how many earlier rows share this page_timer_ms (the timer can freeze)."""
-    pt = frame["pt"].to_numpy()
-    order = np.argsort(pt, kind="stable")
-    run_start = np.r_[True, pt[order][1:] != pt[order][:-1]] if len(pt) else np.zeros(0, bool)
+def _align(groups: Sequence[_Group]) -> tuple[dict[str, np.ndarray], pl.Series]:
+    """Read, clean and align every group's files in one batch.
+
+    Returns numpy columns (g = group index, t, pt, occ, x, y, side, ci, v) and the snippets,
+    rows sorted by group, and sets each group's ``rows`` and ``dropped``.  Per group this is:
+    drop exact duplicate abs rows; join abs and each rel file on (page timer, occurrence) like
+    an inner join, reporting rows without a partner; pick side, char_index, validate and
+    snippet (see ``_sides``).
+    """
+    n = len(groups)
+    for group in groups:
+        for trace in group.files:
+            trace.read()
+    absf = _parse_traces([g.files[0] for g in groups], [_ABS])
+    before = np.bincount(absf["fid"].to_numpy(), minlength=n)
+    absf = absf.filter(_first_distinct(absf))
+    after = np.bincount(absf["fid"].to_numpy(), minlength=n)
+    for group, dropped in zip(groups, (before - after).tolist(), strict=True):
+        group.dropped = dropped
+    a = _rows(absf, absf["fid"].to_numpy())
+    every = np.arange(len(absf))
+
+    owner = [(gi, k) for gi, g in enumerate(groups) for k in range(1, len(g.files))]
+    relf = _parse_traces([groups[gi].files[k] for gi, k in owner], [_REL7, _REL6], False)
+    order = _file_order(relf)  # rel rows are used through index arrays in this order
+    fid = relf["fid"].to_numpy()
+    rel = _rows(relf, np.asarray([gi for gi, _ in owner], dtype=np.int64)[fid], fid, order)
+    role = np.asarray([k for _, k in owner], dtype=np.int64)[fid]
+    ordered = np.arange(len(fid)) if order is None else order
+    left, right = ordered[role[ordered] == 1], ordered[role[ordered] == 2]
+
+    ia, il = _join_reporting(a, every, rel, left, groups, 1)
+    ia, il = every[ia], left[il]
+    _report_skew(a, ia, rel, il, groups, 1)
+    pairwise = np.asarray([len(g.files) == 3 for g in groups])
+    two = np.flatnonzero(pairwise[a.g[ia]])
+    ip, ir = _join_reporting(a, ia[two], rel, right, groups, 2)
+    ir = right[ir]
+    _report_skew(a, ia[two[ip]], rel, ir, groups, 2)
+    keep = ~pairwise[a.g[ia]]  # rows of the first join that survive the second
+    keep[two[ip]] = True
+    r = np.full(len(ia), -1, dtype=np.int64)
+    r[two[ip]] = ir
+    final = np.flatnonzero(keep)
+    mouse = np.asarray([g.modality == "mouse" for g in groups])
+    cols, src = _sides(a, ia[final], rel, il[final], r[final], mouse)
+    snip = pl.concat([relf["snip"], pl.Series("snip", [""], dtype=pl.String)])
+    ids = np.arange(n)
+    lo = np.searchsorted(cols["g"], ids, side="left")
+    hi = np.searchsorted(cols["g"], ids, side="right")
+    for group, start, stop in zip(groups, lo.tolist(), hi.tolist(), strict=True):
+        group.rows = slice(start, stop)
+    return cols, snip.gather(np.where(src < 0, len(relf), src))
+
+
+def _first_distinct(frame: pl.DataFrame) -> pl.Series:
+    """Mask of the rows that are not exact (x, y, pt, e) duplicates of an earlier row of their
+    file (pairwise ``abs_gaze`` has every batch written twice)."""
+    fid, pt = frame["fid"].to_numpy(), frame["pt"].to_numpy()
+    # rows whose (file, page timer) hash is shared: all duplicates and a few others
+    mix = (pt + 0.0).view(np.uint64) ^ (fid.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15))
+    candidates = pl.Series(mix).is_duplicated().to_numpy()
+    keep = np.ones(len(fid), dtype=bool)
+    idx = np.flatnonzero(candidates)
+    if len(idx):
+        first = frame[idx].select(pl.struct("fid", "x", "y", "pt", "e").is_first_distinct())
+        keep[idx] = first.to_series().to_numpy()
+    return pl.Series(keep)
+
+
+def _group_order(fid: I64, pt: F64) -> I64:
+    """A stable order of the rows (grouped by file, in file order) by (file, page timer)."""
+    order = np.arange(len(pt))
+    if len(pt) < 2:
+        return order
+    back = np.flatnonzero((fid[1:] == fid[:-1]) & (pt[1:] < pt[:-1]))
+    if not len(back):  # already sorted (the usual case once duplicates are gone)
+        return order
+    unsorted = np.zeros(int(fid.max()) + 1, dtype=bool)
+    unsorted[fid[back]] = True
+    idx = np.flatnonzero(unsorted[fid])  # the rows of those files keep their place as a block
+    order[idx] = idx[np.lexsort((pt[idx], fid[idx]))]
+    return order
+
+
+def _occurrence(fid: I64, pt: F64) -> I64:
+    """How many earlier rows of its file share this page_timer_ms (the timer can freeze)."""
+    order = _group_order(fid, pt)
+    f, p = fid[order], pt[order]
+    run_start = np.r_[True, (f[1:] != f[:-1]) | (p[1:] != p[:-1])] if len(p) else p == p
     pos = np.arange(len(pt))
     occ = np.empty(len(pt), dtype=np.int64)
     occ[order] = pos - np.maximum.accumulate(np.where(run_start, pos, 0))
-    return frame.with_columns(pl.Series("occ", occ))
+    return occ
+
+
+def _rows(frame: pl.DataFrame, g: I64, fid: I64 | None = None, order: I64 | None = None) -> _Rows:
+    """Numpy columns of a parsed frame, with its rows' groups and page-timer occurrences
+    (``order``: the rows' order by file and line when the frame is not in it)."""
+    col = {c: frame[c].to_numpy() for c in frame.columns if c not in ("fid", "snip")}
+    files = frame["fid"].to_numpy() if fid is None else fid
+    if order is None:
+        occ = _occurrence(files, col["pt"])
+    else:
+        occ = np.empty(len(files), dtype=np.int64)
+        occ[order] = _occurrence(files[order], col["pt"][order])
+    return _Rows(g=g, occ=occ, **col)
 
 
 def _join_reporting(
-    left: pl.DataFrame,
-    right: pl.DataFrame,
-    paths: tuple[Path, Path],
-    line_cols: tuple[str, str],
-    sink: _Sink,
-) -> pl.DataFrame:
-    """Inner join on (page timer, occurrence); rows of either file without a partner reported."""
-    key = ["pt", "occ"]
-    for frame, other, path, other_path, line_col in (
-        (left, right, paths[0], paths[1], line_cols[0]),
-        (right, left, paths[1], paths[0], line_cols[1]),
+    left: _Rows, li: I64, right: _Rows, ri: I64, groups: Sequence[_Group], k: int
+) -> tuple[I64, I64]:
+    """Pairs (positions in ``li``, positions in ``ri``) of an inner join of the rows
+    ``left[li]`` and ``right[ri]`` (each sorted by group) on (group, page timer, occurrence),
+    in left order, with the groups' rel file ``k``; rows of either side without a partner are
+    reported, per file, as one summary Problem.
+
+    Keys are unique on each side.  A group whose rows have the same keys in the same order on
+    both sides (the usual case) pairs up row by row; only the other groups are joined.
+    """
+    n = len(groups)
+    lg, lpt, locc = left.g[li], left.pt[li], left.occ[li]
+    rg, rpt, rocc = right.g[ri], right.pt[ri], right.occ[ri]
+    size_l, size_r = np.bincount(lg, minlength=n), np.bincount(rg, minlength=n)
+    start_l = np.r_[0, np.cumsum(size_l)[:-1]]
+    start_r = np.r_[0, np.cumsum(size_r)[:-1]]
+    fast = size_l == size_r
+    i = np.flatnonzero(fast[lg])
+    j = i - start_l[lg[i]] + start_r[lg[i]]
+    differ = (lpt[i].view(np.int64) != rpt[j].view(np.int64)) | (locc[i] != rocc[j])
+    fast[lg[i[differ]]] = False
+    same = fast[lg[i]]
+    i, j = i[same], j[same]
+    slow_l, slow_r = np.flatnonzero(~fast[lg]), np.flatnonzero(~fast[rg])
+    if len(slow_l) and len(slow_r):
+        key = ["g", "pt", "occ"]
+        lf = pl.DataFrame({"g": lg[slow_l], "pt": lpt[slow_l], "occ": locc[slow_l]})
+        rf = pl.DataFrame({"g": rg[slow_r], "pt": rpt[slow_r], "occ": rocc[slow_r]})
+        pairs = lf.with_row_index("i").join(
+            rf.with_row_index("j"), on=key, how="inner", maintain_order="left"
+        )
+        i = np.r_[i, slow_l[pairs["i"].to_numpy()]]
+        j = np.r_[j, slow_r[pairs["j"].to_numpy()]]
+        order = np.argsort(i, kind="stable")
+        i, j = i[order], j[order]
+    for rows, idx, g, paired, mine, theirs in (
+        (left, li, lg, i, 0, k),
+        (right, ri, rg, j, k, 0),
     ):
-        lonely = frame.join(other.select(key), on=key, how="anti", maintain_order="left")
-        if len(lonely):
-            sink.add(
-                path,
-                int(lonely[line_col][0]),
-                f"unaligned rows: {len(lonely)} of {len(frame)} rows have no row with the "
-                f"same page_timer_ms in {other_path.name}; dropped",
+        lonely = np.ones(len(idx), dtype=bool)
+        lonely[paired] = False
+        where = np.flatnonzero(lonely)
+        if not len(where):
+            continue
+        sizes = np.bincount(g, minlength=n)
+        counts = np.bincount(g[where], minlength=n)
+        ids, first = np.unique(g[where], return_index=True)
+        for gi, pos in zip(ids.tolist(), first.tolist(), strict=True):
+            group = groups[gi]
+            group.joins[k - 1].add(
+                group.files[mine].path,
+                int(rows.line[idx[where[pos]]]),
+                f"unaligned rows: {counts[gi]} of {sizes[gi]} rows have no row with the "
+                f"same page_timer_ms in {group.files[theirs].path.name}; dropped",
             )
-    return left.join(right, on=key, how="inner", maintain_order="left")
+    return i, j
 
 
-def _report_skew(joined: pl.DataFrame, side: str, paths: tuple[Path, Path], sink: _Sink) -> None:
-    """Aligned rows whose rel epoch_ms is far from the abs one (kept: t_ms comes from abs)."""
-    skew = np.abs(joined["e"].to_numpy() - joined[f"e_{side}"].to_numpy())
-    far = skew > _MAX_SKEW_MS
-    if far.any():
-        first = int(joined[f"line_{side}"].to_numpy()[np.argmax(far)])
-        sink.add(
-            paths[1],
-            first,
-            f"clock skew: {int(far.sum())} rows aligned on page_timer_ms differ from "
-            f"{paths[0].name} epoch_ms by more than {_MAX_SKEW_MS} ms (max "
-            f"{skew.max():.0f} ms); kept, t_ms comes from {paths[0].name}",
+def _report_skew(a: _Rows, ia: I64, rel: _Rows, ir: I64, groups: Sequence[_Group], k: int) -> None:
+    """Aligned rows (``a[ia]`` with ``rel[ir]``) whose rel epoch_ms is far from the abs one
+    (kept: t_ms comes from abs)."""
+    skew = np.abs(a.e[ia] - rel.e[ir])
+    far = np.flatnonzero(skew > _MAX_SKEW_MS)
+    if not len(far):
+        return
+    g = a.g[ia]
+    largest = np.full(len(groups), -np.inf)
+    np.maximum.at(largest, g, skew)
+    counts = np.bincount(g[far], minlength=len(groups))
+    ids, first = np.unique(g[far], return_index=True)
+    for gi, pos in zip(ids.tolist(), first.tolist(), strict=True):
+        group = groups[gi]
+        absname = group.files[0].path.name
+        group.joins[k - 1].add(
+            group.files[k].path,
+            int(rel.line[ir[far[pos]]]),
+            f"clock skew: {int(counts[gi])} rows aligned on page_timer_ms differ from "
+            f"{absname} epoch_ms by more than {_MAX_SKEW_MS} ms (max "
+            f"{largest[gi]:.0f} ms); kept, t_ms comes from {absname}",
         )
 
 
-def _sides(joined: pl.DataFrame, sides: Sequence[str], mouse: bool) -> pl.DataFrame:
-    """Side, char_index, validate and snippet from the per-panel rel columns."""
-    on = {s: ~((pl.col(f"x_{s}") == -1) & (pl.col(f"y_{s}") == -1)) for s in sides}
-    code = {"l": SIDE_LEFT, "r": SIDE_RIGHT}
+def _sides(
+    a: _Rows, ia: I64, rel: _Rows, il: I64, ir: I64, mouse: Bool
+) -> tuple[dict[str, np.ndarray], I64]:
+    """Columns of aligned rows (abs rows ``a[ia]``, left rel rows ``rel[il]``, right
+    ``rel[ir]``, -1 for none) and the rel row each snippet comes from (-1: none).
 
-    def pick(values: Mapping[str, pl.Expr], default: object) -> pl.Expr:
-        """The value of the first side whose panel holds the point, else ``default``."""
-        return pl.coalesce([*(pl.when(on[s]).then(values[s]) for s in sides), pl.lit(default)])
-
-    unmoved = (pl.col("x") == -1) & (pl.col("y") == -1) if mouse else pl.lit(False)
-    return joined.select(
-        pl.col("e").alias("t"),
-        "pt",
-        "occ",
-        pl.when(unmoved).then(None).otherwise(pl.col("x")).fill_null(np.nan).alias("x"),
-        pl.when(unmoved).then(None).otherwise(pl.col("y")).fill_null(np.nan).alias("y"),
-        pick({s: pl.lit(code[s]) for s in sides}, SIDE_NONE).cast(pl.Int8).alias("side"),
-        pick({s: pl.col(f"ci_{s}") for s in sides}, -1).cast(pl.Int32).alias("ci"),
-        pl.col(f"v_{sides[0]}").cast(pl.Int8).alias("v"),
-        pick({s: pl.col(f"snip_{s}") for s in sides}, "").alias("snip"),
-    )
+    ``side`` is the first panel (left, then right) that holds the point (a rel row not at
+    ``-1,-1``); char_index and the snippet come from that row, validate from the left one.
+    The ``-1,-1`` of ``abs_mouse`` before the first move becomes NaN.
+    """
+    assert rel.ci is not None and rel.v is not None
+    on_l = ~((rel.x[il] == -1) & (rel.y[il] == -1))
+    has_r = ir >= 0
+    rr = np.where(has_r, ir, 0)
+    on_r = has_r & ~((rel.x[rr] == -1) & (rel.y[rr] == -1))
+    g, x, y = a.g[ia], a.x[ia], a.y[ia]
+    unmoved = mouse[g] & (x == -1) & (y == -1)
+    cols: dict[str, np.ndarray] = {
+        "g": g,
+        "t": a.e[ia],
+        "pt": a.pt[ia],
+        "occ": a.occ[ia],
+        "x": np.where(unmoved, np.nan, x),
+        "y": np.where(unmoved, np.nan, y),
+        "side": np.select([on_l, on_r], [SIDE_LEFT, SIDE_RIGHT], SIDE_NONE).astype(np.int8),
+        "ci": np.select([on_l, on_r], [rel.ci[il], rel.ci[rr]], -1).astype(np.int32),
+        "v": rel.v[il].astype(np.int8),
+    }
+    return cols, np.select([on_l, on_r], [il, rr], -1)
 
 
 # --------------------------------------------------------------------------------------------
@@ -997,6 +1641,14 @@ def _utf16_len(text: str | None) -> int:
     return -1 if text is None else len(text.encode("utf-16-le")) // 2
 
 
+def _lengths(left: Sequence[str], right: Sequence[str | None]) -> I64:
+    """lens[j, side]: UTF-16 length of query j's response on that side (-1: none)."""
+    lens = np.full((len(left), 3), -1, dtype=np.int64)
+    lens[:, SIDE_LEFT] = [_utf16_len(t) for t in left]
+    lens[:, SIDE_RIGHT] = [_utf16_len(t) for t in right]
+    return lens
+
+
 @dataclass(frozen=True)
 class _Evidence:
     """Per sample x query: does its snippet/char_index support or contradict that query?"""
@@ -1010,16 +1662,15 @@ class _Evidence:
         cls,
         side: npt.NDArray[np.int8],
         ci: npt.NDArray[np.int32],
-        snip: pl.Series,
+        usable: Bool,
+        found: Bool,
         left: Sequence[str],
         right: Sequence[str | None],
     ) -> _Evidence:
-        lens = np.full((len(left), 3), -1, dtype=np.int64)
-        lens[:, SIDE_LEFT] = [_utf16_len(t) for t in left]
-        lens[:, SIDE_RIGHT] = [_utf16_len(t) for t in right]
+        """Evidence from each sample's side, char_index and (``usable``) snippet, ``found[i, j]``
+        when sample i's snippet occurs in query j's response on its side."""
+        lens = _lengths(left, right)
         on_panel = side != SIDE_NONE
-        usable = on_panel & (snip.str.len_chars() >= _MIN_SNIPPET).to_numpy()
-        found = _snippet_hits(side, snip, usable, left, right)
         char_bad = (on_panel & (ci >= 0))[:, None] & (ci[:, None] > lens[:, side].T)
         against = (usable[:, None] & ~found) | char_bad
         support = usable[:, None] & found & ~char_bad
@@ -1027,27 +1678,56 @@ class _Evidence:
         return cls(support=support, against=against, has=has)
 
 
-def _snippet_hits(
+def _usable(side: npt.NDArray[np.int8], snip: pl.Series) -> Bool:
+    """Samples whose snippet can be evidence: on a panel, at least ``_MIN_SNIPPET`` characters."""
+    return (side != SIDE_NONE) & (snip.str.len_chars() >= _MIN_SNIPPET).to_numpy()
+
+
+def _snippet_found(
     side: npt.NDArray[np.int8],
     snip: pl.Series,
-    usable: Bool,
-    left: Sequence[str],
-    right: Sequence[str | None],
+    page: I64,
+    texts: Sequence[Sequence[tuple[str, str | None]]],
+    rows: I64,
+    queries: I64,
 ) -> Bool:
-    """found[i, j]: sample i's snippet occurs in query j's response on the sample's side."""
-    frame = pl.DataFrame({"side": side, "snip": snip})
-    uniq = frame.filter(pl.Series(usable)).unique()
-    checks = [
-        pl.when(pl.col("side") == SIDE_LEFT)
-        .then(pl.lit(lt).str.contains(pl.col("snip"), literal=True))
-        .otherwise(pl.lit(rt or "").str.contains(pl.col("snip"), literal=True))
-        .alias(f"q{j}")
-        for j, (lt, rt) in enumerate(zip(left, right, strict=True))
-    ]
-    uniq = uniq.with_columns(checks)
-    hits = frame.join(uniq, on=["side", "snip"], how="left", maintain_order="left")
-    cols = [f"q{j}" for j in range(len(left))]
-    return hits.select(cols).fill_null(False).to_numpy().astype(bool).reshape(len(side), -1)
+    """For each (sample row, query index) pair: does the row's snippet occur in that query's
+    response on the row's side?
+
+    ``page`` is each row's page, ``texts[p]`` the (left, right) responses of page p's queries.
+    Each distinct (page, side, snippet, query) is searched for once.
+    """
+    if not len(rows):
+        return np.zeros(0, dtype=bool)
+    pairs = pl.DataFrame(
+        {
+            "p": page[rows],
+            "side": side[rows],
+            "snip": snip.gather(rows),
+            "j": queries,
+        }
+    )
+    responses = pl.DataFrame(
+        {
+            "p": [p for p, page_texts in enumerate(texts) for _ in page_texts],
+            "j": [j for page_texts in texts for j in range(len(page_texts))],
+            "lt": [lt for page_texts in texts for lt, _ in page_texts],
+            "rt": [rt or "" for page_texts in texts for _, rt in page_texts],
+        },
+        schema={"p": pl.Int64, "j": pl.Int64, "lt": pl.String, "rt": pl.String},
+    )
+    text = pl.when(pl.col("side") == SIDE_LEFT).then(pl.col("lt")).otherwise(pl.col("rt"))
+    hits = (
+        pairs.with_row_index("k")
+        .group_by("p", "side", "snip", "j")
+        .agg("k")
+        .join(responses, on=["p", "j"])
+        .filter(text.str.contains(pl.col("snip"), literal=True))
+        .select(pl.col("k").explode())
+    )
+    out = np.zeros(len(rows), dtype=bool)
+    out[hits.to_series().to_numpy()] = True
+    return out
 
 
 def _boundaries(t: F64, ts: F64, ev: _Evidence) -> tuple[F64, F64]:
@@ -1081,44 +1761,19 @@ def _assign(t: F64, bounds: F64) -> I64:
     return np.searchsorted(bounds, t, side="right").astype(np.int64) - 1
 
 
-def _instant_times(frame: pl.DataFrame) -> F64:
+def _instant_times(pt: F64, occ: I64, t: F64) -> F64:
     """Per row, the earliest t_ms of the rows recorded at the same instant in other modalities.
 
     Gaze and mouse rows of one instant share (page_timer_ms, occurrence) but their abs epoch_ms
     differ by a few ms; attributing on a common time keeps each pair in the same query.
     """
-    pt, occ = frame["pt"].to_numpy(), frame["occ"].to_numpy()
-    t = frame["t"].to_numpy().astype(np.float64)
+    t = t.astype(np.float64)
     order = np.lexsort((occ, pt))
     new_group = np.r_[True, (pt[order][1:] != pt[order][:-1]) | (occ[order][1:] != occ[order][:-1])]
     starts = np.flatnonzero(new_group)
     group_min = np.minimum.reduceat(t[order], starts) if len(t) else t
     out = np.empty_like(t)
     out[order] = np.repeat(group_min, np.diff(np.r_[starts, len(t)]))
-    return out
-
-
-def _attribute(
-    folder: _Folder, ts: F64, left: Sequence[str], right: Sequence[str | None], stats: Counter[str]
-) -> dict[str, I64]:
-    """Query index (or -1) of every sample of every modality of a page."""
-    mods = [m for m, f in folder.frames.items() if len(f)]
-    if not mods:
-        return {}
-    frame = pl.concat([folder.frames[m] for m in mods])
-    t = _instant_times(frame)
-    side = frame["side"].to_numpy()
-    ci = frame["ci"].to_numpy()
-    ev = _Evidence.build(side, ci, frame["snip"], left, right)
-    timed, refined = _boundaries(t, ts, ev)
-    k_time, k_final = _assign(t, timed), _assign(t, refined)
-    _count_evidence(ev, k_time, k_final, stats)
-    out: dict[str, I64] = {}
-    start = 0
-    for m in mods:
-        stop = start + len(folder.frames[m])
-        out[m] = k_final[start:stop]
-        start = stop
     return out
 
 
@@ -1174,9 +1829,8 @@ def _likert(ctx: _Ctx, row: _QueryRow, col: str, value: float | None) -> float |
     return value
 
 
-def _samples(frame: pl.DataFrame, k: I64, q: int) -> list[Samples]:
+def _samples(cols: Mapping[str, np.ndarray], k: I64, q: int) -> list[Samples]:
     """Split one modality's rows into time-ordered Samples per query index 0..q-1."""
-    cols = {c: frame[c].to_numpy() for c in ("t", "x", "y", "side", "ci", "v")}
     order = np.lexsort((cols["t"], k))
     cuts = np.searchsorted(k[order], np.arange(q + 1), side="left")
     out = []
@@ -1195,37 +1849,252 @@ def _samples(frame: pl.DataFrame, k: I64, q: int) -> list[Samples]:
     return out
 
 
+@dataclass(eq=False)
+class _Page:
+    """One (worker, task) page: its queries in query_ID order and its trace files, if any."""
+
+    task: int
+    rows: list[_QueryRow]
+    traced: bool = False  # a folder with rel files: the files say pairwise or pointwise
+    pairwise: bool = False
+    parts: list[_Sink | _Group] = field(default_factory=list)  # problems, in report order
+
+    @property
+    def groups(self) -> list[_Group]:
+        """The modalities whose files are all present."""
+        return [p for p in self.parts if isinstance(p, _Group)]
+
+
+def _plan_page(ctx: _Ctx, worker: str, task: int, rows: list[_QueryRow]) -> _Page:
+    """Which trace files a page has; missing ones are reported (in the page's parts)."""
+    page = _Page(task=task, rows=rows)
+    folder = ctx.base / BEHAVIOR_DIR / worker / str(task)
+    if not folder.is_dir():
+        return page
+    files = _file_names(folder)
+    spec = _folder_spec(folder, files)
+    if spec is None:
+        sink = _Sink(ctx.base)
+        sink.add(folder, 0, "missing file: no rel_* trace files in this task folder; no samples")
+        page.parts.append(sink)
+        return page
+    page.traced, page.pairwise = True, spec.pairwise
+    for modality, stems in spec.files.items():
+        paths = [_resolve(folder, s, files) for s in stems]
+        found = [p for p in paths if p is not None]
+        if len(found) < len(paths):
+            sink = _Sink(ctx.base)
+            for stem, path in zip(stems, paths, strict=True):
+                if path is None:
+                    sink.add(
+                        folder / f"{stem}.csv.gz",
+                        0,
+                        f"missing file: no {stem}.csv(.gz), "
+                        f"needed for {modality} samples; {modality} left empty",
+                    )
+            page.parts.append(sink)
+            continue
+        page.parts.append(
+            _Group(
+                modality=modality,
+                files=tuple(_Trace(p, _Sink(ctx.base)) for p in found),
+                joins=tuple(_Sink(ctx.base) for _ in found[1:]),
+            )
+        )
+    return page
+
+
+@dataclass(frozen=True)
+class _Aligned:
+    """A device's aligned samples as numpy columns (rows sorted by group), their snippets and
+    the responses each page's snippets are searched in."""
+
+    cols: Mapping[str, np.ndarray]
+    snip: pl.Series
+    page: I64  # each row's page
+    texts: list[list[tuple[str, str | None]]]
+
+    @classmethod
+    def build(cls, pages: Sequence[_Page]) -> _Aligned:
+        """Load and align every page's trace files."""
+        groups = [g for p in pages for g in p.groups]
+        cols, snip = _align(groups)
+        page_of = np.asarray([pi for pi, p in enumerate(pages) for _ in p.groups], np.int64)
+        cols["usable"] = _usable(cols["side"], snip)
+        texts = [[(r.response_1, r.response_2) for r in p.rows] for p in pages]
+        return cls(cols=cols, snip=snip, page=page_of[cols["g"]], texts=texts)
+
+    def slice(self, rows: slice) -> dict[str, np.ndarray]:
+        """The columns of ``rows``."""
+        return {c: a[rows] for c, a in self.cols.items()}
+
+    def found(self, rows: I64, queries: I64) -> Bool:
+        """Snippet search for (row, query) pairs (see ``_snippet_found``)."""
+        return _snippet_found(self.cols["side"], self.snip, self.page, self.texts, rows, queries)
+
+
+@dataclass(eq=False)
+class _Attribution:
+    """A page's samples on their way to its queries (see the module docstring).
+
+    Only the snippet searches that can matter are made: for every usable sample its time-only
+    query; in each query's display-lag window the query and the previous one; all queries for
+    the samples whose evidence contradicts the time-only query (for the ``fits_other``
+    counter); everything on a page with a query without timestamp.  The ``found`` entries
+    never searched stay False and are never read unmasked.
+    """
+
+    rows: slice  # the page's rows of the device (its modalities are adjacent)
+    cols: dict[str, np.ndarray]
+    ts: F64
+    left: list[str]
+    right: list[str | None]
+    t: F64 = field(init=False)
+    found: Bool = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.t = _instant_times(self.cols["pt"], self.cols["occ"], self.cols["t"])
+        self.found = np.zeros((len(self.t), len(self.ts)), dtype=bool)
+
+    @property
+    def dense(self) -> bool:
+        """A query without usable timestamp: its window comes from the evidence itself."""
+        return not np.isfinite(self.ts).all()
+
+    def k_time(self) -> I64:
+        """Time-only query of each sample (all timestamps finite)."""
+        return _assign(self.t, np.maximum.accumulate(self.ts))
+
+    def first_searches(self) -> tuple[I64, I64]:
+        """(page row, query) pairs to search first."""
+        usable = self.cols["usable"]
+        q = len(self.ts)
+        if self.dense:
+            i = np.flatnonzero(usable)
+            return np.repeat(i, q), np.tile(np.arange(q), len(i))
+        k = self.k_time()
+        timed = np.maximum.accumulate(self.ts)
+        hi = np.minimum(timed + _LAG_MS, np.r_[timed[1:], np.inf])
+        lag = usable & (k >= 0) & (self.t < hi[np.maximum(k, 0)])  # in its query's lag window
+        first = np.flatnonzero(usable & (k >= 0))
+        back = np.flatnonzero(lag & (k > 0))
+        return np.r_[first, back], np.r_[k[first], k[back] - 1]
+
+    def second_searches(self) -> tuple[I64, I64]:
+        """(page row, query) pairs to search once the first are known: every query for the
+        samples whose evidence contradicts their time-only query."""
+        if self.dense:
+            return np.zeros(0, np.int64), np.zeros(0, np.int64)
+        k = self.k_time()
+        idx = np.flatnonzero(k >= 0)
+        kk, side, ci = k[idx], self.cols["side"][idx], self.cols["ci"][idx]
+        usable = self.cols["usable"][idx]
+        caret = (side != SIDE_NONE) & (ci >= 0)  # as in _Evidence.build, at (i, k_time)
+        char_bad = caret & (ci > _lengths(self.left, self.right)[kk, side])
+        against = (usable & ~self.found[idx, kk]) | char_bad
+        i = idx[(usable | caret) & against]
+        q = len(self.ts)
+        return np.repeat(i, q), np.tile(np.arange(q), len(i))
+
+    def evidence(self) -> _Evidence:
+        """Support / contradiction from the searches made so far."""
+        return _Evidence.build(
+            self.cols["side"],
+            self.cols["ci"],
+            self.cols["usable"],
+            self.found,
+            self.left,
+            self.right,
+        )
+
+    def assign(self, stats: Counter[str]) -> I64:
+        """Query index (or -1) of every sample; adds the evidence counters."""
+        ev = self.evidence()
+        timed, refined = _boundaries(self.t, self.ts, ev)
+        k_time, k_final = _assign(self.t, timed), _assign(self.t, refined)
+        _count_evidence(ev, k_time, k_final, stats)
+        return k_final
+
+
+def _search(aligned: _Aligned, works: Sequence[_Attribution | None], second: bool) -> None:
+    """Make one round of snippet searches for all pages of a device at once."""
+    rows: list[I64] = []
+    queries: list[I64] = []
+    owner: list[int] = []
+    for n, work in enumerate(works):
+        if work is None:
+            continue
+        i, j = work.second_searches() if second else work.first_searches()
+        rows.append(i + work.rows.start)
+        queries.append(j)
+        owner.append(n)
+    if not rows:
+        return
+    hit = aligned.found(np.concatenate(rows), np.concatenate(queries))
+    ends = np.cumsum([len(r) for r in rows])
+    for n, i, j, h in zip(owner, rows, queries, np.split(hit, ends[:-1]), strict=True):
+        work = works[n]
+        assert work is not None
+        work.found[i[h] - work.rows.start, j[h]] = True
+
+
+def _start_page(
+    ctx: _Ctx, page: _Page, aligned: _Aligned | None, info: _TaskInfo | None
+) -> tuple[F64, _Attribution | None]:
+    """Report the page's folder problems, correct its timestamps; its samples, if any, as an
+    attribution to finish once the snippets are searched."""
+    for part in page.parts:
+        if isinstance(part, _Group):
+            ctx.sink.problems.extend(part.problems())
+            ctx.stats[f"abs_{part.modality}_duplicate_rows_dropped"] += part.dropped
+        else:
+            ctx.sink.problems.extend(part.problems)
+    if not page.traced:
+        ctx.stats["pages_without_traces"] += 1
+    mods = [g for g in page.groups if g.rows.stop > g.rows.start]
+    span = None
+    if aligned is not None and mods:
+        t = [aligned.cols["t"][g.rows] for g in mods]
+        span = float(min(a.min() for a in t)), float(max(a.max() for a in t))
+    ts = _correct_timestamps(ctx, page.rows, span, info.finished_ms if info else None)
+    if aligned is None or not mods:
+        return ts, None
+    rows = slice(mods[0].rows.start, mods[-1].rows.stop)  # a page's groups are adjacent
+    return ts, _Attribution(
+        rows=rows,
+        cols=aligned.slice(rows),
+        ts=ts,
+        left=[r.response_1 for r in page.rows],
+        right=[r.response_2 for r in page.rows],
+    )
+
+
 def _page_samples(
-    ctx: _Ctx, folder: _Folder | None, ts: F64, rows: Sequence[_QueryRow]
+    ctx: _Ctx, page: _Page, aligned: _Aligned | None, work: _Attribution | None
 ) -> dict[str, list[Samples]]:
     """modality -> Samples of each query of the page (absent modality: no traces)."""
-    if folder is None:
+    if aligned is None or work is None:
         return {}
-    left = [r.response_1 for r in rows]
-    right = [r.response_2 for r in rows]
+    k = work.assign(ctx.stats)
     out: dict[str, list[Samples]] = {}
-    for modality, k in _attribute(folder, ts, left, right, ctx.stats).items():
-        out[modality] = _samples(folder.frames[modality], k, len(rows))
-        ctx.stats[f"samples_{modality}"] += int((k >= 0).sum())
+    for group in page.groups:
+        if group.rows.stop == group.rows.start:
+            continue
+        mine = k[group.rows.start - work.rows.start : group.rows.stop - work.rows.start]
+        out[group.modality] = _samples(aligned.slice(group.rows), mine, len(page.rows))
+        ctx.stats[f"samples_{group.modality}"] += int((mine >= 0).sum())
     return out
 
 
 def _page_queries(
-    ctx: _Ctx, worker: str, task: int, rows: list[_QueryRow], info: _TaskInfo | None
+    ctx: _Ctx, page: _Page, ts: F64, samples: Mapping[str, list[Samples]]
 ) -> list[Query]:
     """The queries of one (worker, task) page with their attributed samples."""
-    folder_path = ctx.base / BEHAVIOR_DIR / worker / str(task)
-    folder = _load_folder(folder_path, ctx.sink, ctx.stats) if folder_path.is_dir() else None
-    if folder is None:
-        ctx.stats["pages_without_traces"] += 1
-    span = folder.span() if folder is not None else None
-    ts = _correct_timestamps(ctx, rows, span, info.finished_ms if info else None)
-    samples = _page_samples(ctx, folder, ts, rows)
     out = []
-    for j, row in enumerate(rows):
+    for j, row in enumerate(page.rows):
         for issue in row.issues:
             ctx.sink.add(ctx.query_path, row.line, issue)
-        pairwise = folder.pairwise if folder is not None else row.response_2 is not None
+        pairwise = page.pairwise if page.traced else row.response_2 is not None
         if pairwise != (row.response_2 is not None):
             ctx.sink.add(
                 ctx.query_path,
@@ -1237,7 +2106,7 @@ def _page_queries(
         out.append(
             Query(
                 query_id=row.query_id,
-                task_id=task,
+                task_id=page.task,
                 pairwise=pairwise,
                 prompt=row.prompt,
                 response_left=row.response_1,
@@ -1266,15 +2135,35 @@ def _report_orphans(ctx: _Ctx, worker: str, tasks: set[int]) -> None:
 def _load_device(
     ctx: _Ctx, worker: str, rows: list[_QueryRow], tasks: Mapping[tuple[str, int], _TaskInfo]
 ) -> Device:
-    """One worker's device: queries in query_ID (arrival) order, calibration per task."""
-    pages: dict[int, list[_QueryRow]] = {}
+    """One worker's device: queries in query_ID (arrival) order, calibration per task.
+
+    All trace files of the device are read and aligned in one batch (``_Aligned.build``);
+    each page's timestamps are corrected, the snippets of all pages are searched in two
+    rounds, then each page's samples are attributed to its queries.  Problems are reported
+    page by page, in the order a page-by-page load finds them.
+    """
+    by_task: dict[int, list[_QueryRow]] = {}
     for row in sorted(rows, key=lambda r: r.query_id):
-        pages.setdefault(row.task_id, []).append(row)
+        by_task.setdefault(row.task_id, []).append(row)
+    pages = [_plan_page(ctx, worker, task, page_rows) for task, page_rows in by_task.items()]
+    aligned = _Aligned.build(pages) if any(p.groups for p in pages) else None
+    sinks = [_Sink(ctx.base) for _ in pages]
+    started = [
+        _start_page(replace(ctx, sink=sink), page, aligned, tasks.get((worker, page.task)))
+        for page, sink in zip(pages, sinks, strict=True)
+    ]
+    works = [work for _, work in started]
+    if aligned is not None:
+        _search(aligned, works, second=False)
+        _search(aligned, works, second=True)
     queries: list[Query] = []
-    for task, page_rows in pages.items():
-        queries += _page_queries(ctx, worker, task, page_rows, tasks.get((worker, task)))
+    for page, sink, (ts, work) in zip(pages, sinks, started, strict=True):
+        page_ctx = replace(ctx, sink=sink)
+        samples = _page_samples(page_ctx, page, aligned, work)
+        queries += _page_queries(page_ctx, page, ts, samples)
+        ctx.sink.problems.extend(sink.problems)
     queries.sort(key=lambda q: q.query_id)
-    _report_orphans(ctx, worker, set(pages))
+    _report_orphans(ctx, worker, set(by_task))
     calibration = {
         task: info.accuracy
         for (w, task), info in tasks.items()

@@ -26,6 +26,7 @@ NUM_EXAMPLES = "num-examples"
 EVAL_EXAMPLES = "eval-examples"
 EVAL_LOSS = "eval-loss"
 EVAL_ACCURACY = "eval-accuracy"
+EVAL_ACCURACY_PERSONAL = "eval-accuracy-personal"
 DP_EVENT_KEYS = ("noise-multiplier", "sample-rate", "steps")
 
 STATUS_TRAINED = "trained"

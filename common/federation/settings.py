@@ -109,7 +109,7 @@ class ServerSettings(TrainingPlan):
     min_nodes: int = Field(ge=1)
     node_wait_timeout: float = Field(gt=0)
     round_timeout: float = Field(gt=0)
-    hidden: int = Field(ge=1, le=1024)
+    hidden: int = Field(ge=0, le=1024)
 
     @classmethod
     def from_run_config(cls, flat: Mapping[str, Any]) -> ServerSettings:

@@ -6,6 +6,7 @@ import math
 from collections.abc import Mapping
 
 import numpy as np
+from scipy.stats import rankdata
 
 from fedgaze.model.reward import model_from_state, predict_logits
 
@@ -27,3 +28,17 @@ def evaluate(
     loss = np.mean(np.logaddexp(0.0, logits) - yk * logits)
     accuracy = np.mean((logits > 0) == (yk == 1))
     return float(loss), float(accuracy), int(keep.sum())
+
+
+def roc_auc(y: np.ndarray, score: np.ndarray) -> float:
+    """ROC-AUC of ``score`` for binary ``y`` by the rank-sum formula (ties share ranks).
+
+    NaN when only one class is present, where AUC is undefined.
+    """
+    ya = np.asarray(y, dtype=np.float64).reshape(-1)
+    pos = int((ya == 1).sum())
+    neg = len(ya) - pos
+    if pos == 0 or neg == 0:
+        return math.nan
+    ranks = rankdata(np.asarray(score, dtype=np.float64).reshape(-1))
+    return float((ranks[ya == 1].sum() - pos * (pos + 1) / 2) / (pos * neg))

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import torch
 
-from fedgaze.features.v1 import SIDE_FEATURE_NAMES
+from fedgaze.features.v2 import FEATURE_SET, SIDE_FEATURE_NAMES
 from fedgaze.federation.arrays import ModelState
 from fedgaze.model.reward import PairwiseRewardModel, load_numpy_state, state_to_numpy
 from fedgaze.model.store import ModelDirError, SavedModel
-
-FEATURE_SET = "v1"
 
 
 def n_features() -> int:

@@ -6,6 +6,10 @@ the MLP's two input rows and therefore exactly negates the logit, so the model c
 position bias. One comparison is one (2, F) input row: under DP-SGD one pair is one example,
 and Opacus' per-sample gradient of ``nn.Linear`` sums over the two sides of that example.
 
+``hidden=0`` gives the linear special case: ``r(own, other) = a . own + b . (own - other)``, so
+the logit is ``(a + 2b) . (right - left)``, logistic regression on the feature difference (few
+parameters: the better choice with little data or heavy DP noise).
+
 Only ``nn.Linear`` and ``nn.Tanh`` are used, which Opacus supports without ``ModuleValidator.fix``.
 The MLP is applied once per side (shared weights); Opacus sums the two calls' per-sample
 gradients into one per comparison.
@@ -26,21 +30,27 @@ OPACUS_PREFIX = "_module."
 class PairwiseRewardModel(nn.Module):
     """Bradley-Terry reward model over per-side features; ``forward`` gives logits of right.
 
+    ``hidden`` is the MLP's width; 0 makes each side's reward linear in ``[own, own - other]``.
+
     ``seed``, when given, makes the initial weights reproducible without touching the global
     torch RNG; without it the current global RNG is used (callers may ``torch.manual_seed``).
     """
 
     def __init__(self, n_features: int, hidden: int = 16, *, seed: int | None = None) -> None:
         super().__init__()
-        if n_features < 1 or hidden < 1:
-            raise ValueError(f"n_features ({n_features}) and hidden ({hidden}) must be >= 1")
+        if n_features < 1 or hidden < 0:
+            raise ValueError(f"need n_features >= 1 and hidden >= 0, got {n_features} and {hidden}")
         self.n_features = n_features
         self.hidden = hidden
         with torch.random.fork_rng(devices=[], enabled=seed is not None):
             if seed is not None:
                 torch.manual_seed(seed)
-            self.net = nn.Sequential(
-                nn.Linear(2 * n_features, hidden), nn.Tanh(), nn.Linear(hidden, 1)
+            self.net = (
+                nn.Sequential(nn.Linear(2 * n_features, 1))
+                if hidden == 0
+                else nn.Sequential(
+                    nn.Linear(2 * n_features, hidden), nn.Tanh(), nn.Linear(hidden, 1)
+                )
             )
 
     def rewards(self, x: Tensor) -> Tensor:
@@ -107,7 +117,7 @@ def model_from_state(state: Mapping[str, np.ndarray]) -> PairwiseRewardModel:
         raise ValueError(f"not a PairwiseRewardModel state ({err!r})") from None
     if twice_f % 2:
         raise ValueError(f"net.0.weight has odd input width {twice_f}")
-    model = PairwiseRewardModel(twice_f // 2, hidden=hidden)
+    model = PairwiseRewardModel(twice_f // 2, hidden=hidden if "net.2.weight" in state else 0)
     load_numpy_state(model, state)
     return model
 

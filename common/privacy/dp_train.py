@@ -64,6 +64,7 @@ __all__ = [
     "RoundAlreadyCharged",
     "train_central",
     "train_local",
+    "train_local_nonprivate",
     "train_local_persisted",
 ]
 
@@ -387,6 +388,40 @@ def train_local_persisted(
     if result.new_privacy_state is not state:
         result.new_privacy_state.save(path)
     return result
+
+
+def train_local_nonprivate(
+    model_state: Mapping[str, np.ndarray] | None,
+    X: np.ndarray,
+    y: np.ndarray,
+    *,
+    epochs: int,
+    lr: float,
+    batch_size: int,
+    seed: int,
+    optimizer: Literal["sgd", "adam"] = "sgd",
+) -> ModelState:
+    """One local round without differential privacy: the non-private federated baseline.
+
+    The same model, loss and epoch loop as :func:`train_local`, with shuffled minibatches of
+    ``batch_size`` and no clipping or noise, so that comparing the two isolates what DP costs.
+    Nothing is charged; this must never run on a deployed device (its update is not private).
+    ``seed`` fixes a fresh model's weights and the shuffling. With no rows the model comes
+    back unchanged.
+    """
+    Xa, ya = _as_training_arrays(X, y)
+    model = _initial_model(model_state, Xa.shape[2], seed)
+    if len(ya) == 0:
+        return state_to_numpy(model)
+    loader = DataLoader(
+        TensorDataset(torch.from_numpy(Xa), torch.from_numpy(ya)),
+        batch_size=batch_size,
+        shuffle=True,
+        generator=_generator(seed),
+    )
+    with _training_env():
+        _run_epochs(model, _make_optimizer(model, optimizer, lr), loader, epochs)
+    return state_to_numpy(model)
 
 
 def train_central(

@@ -1,0 +1,191 @@
+"""In-process federated training with the same device and server functions as a real run.
+
+A real run moves models between processes over Flower's gRPC link; the learning itself is
+``train_local`` (device DP-SGD with its own budget check and ledger), ``fedavg`` and, for
+client-level DP, ``dp_fedavg``. This module calls exactly those functions in a loop, so a
+benchmark can compare training modes over many folds and seeds without starting hundreds of
+processes. Each device keeps its own in-memory :class:`PrivacyState`, and a device whose budget
+would be exceeded declines the round, as it would in a real run.
+"""
+
+from __future__ import annotations
+
+import secrets
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from fedgaze.federation.arrays import ModelState
+from fedgaze.model.reward import PairwiseRewardModel, state_to_numpy
+from fedgaze.privacy.accounting import calibrate_noise_multiplier
+from fedgaze.privacy.central import CentralDPConfig, central_epsilon
+from fedgaze.privacy.dp_train import (
+    BudgetExhausted,
+    DPConfig,
+    train_local,
+    train_local_nonprivate,
+)
+from fedgaze.privacy.state import PrivacyState
+from fedgaze.server.aggregate import dp_fedavg, fedavg
+
+Mode = Literal["nonprivate", "device_dp", "client_dp"]
+
+
+@dataclass(frozen=True, eq=False)
+class DeviceRows:
+    """One device's training comparisons: ``X`` (n, 2, F) and ``y`` (n,) in time order."""
+
+    device_id: str
+    X: np.ndarray
+    y: np.ndarray
+
+
+class SimulationPlan(BaseModel):
+    """How to federate: rounds, local training, and which privacy mode (validated, immutable).
+
+    - ``nonprivate``: plain local training and example-weighted FedAvg (a baseline only).
+    - ``device_dp``: every device runs DP-SGD within ``device_epsilon``; the noise multiplier is
+      calibrated so that the worst-case device fits all rounds (as ``fedgaze demo`` does).
+    - ``client_dp``: plain local training, then clipped, noised, equally weighted aggregation
+      (``central``); the population epsilon is computed with ``dp_accounting``.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    mode: Mode
+    rounds: int = Field(default=20, ge=1)
+    local_epochs: int = Field(default=1, ge=1)
+    lr: float = Field(default=0.05, gt=0)
+    batch_size: int = Field(default=8, ge=1)
+    hidden: int = Field(default=16, ge=0)
+    max_grad_norm: float = Field(default=1.0, gt=0)
+    device_epsilon: float = Field(default=8.0, gt=0)
+    delta: float = Field(default=1e-5, gt=0, lt=1)
+    central: CentralDPConfig | None = None
+    seed: int = 0
+
+
+@dataclass(frozen=True, eq=False)
+class SimulationResult:
+    """The final global model and the privacy spent: per device, and (client DP) central."""
+
+    state: ModelState
+    device_epsilons: dict[str, float] = field(default_factory=dict)
+    noise_multiplier: float | None = None
+    central_epsilon: float | None = None
+    declined: int = 0
+
+
+def _device_seed(seed: int, server_round: int, device_id: str) -> int:
+    return (seed * 1_000_003 + server_round * 7919 + zlib.crc32(device_id.encode())) % (2**31)
+
+
+def simulate_federation(devices: Sequence[DeviceRows], plan: SimulationPlan) -> SimulationResult:
+    """Run ``plan.rounds`` rounds over ``devices`` and return the global model.
+
+    Every device with at least one comparison takes part in every round (for ``client_dp`` that
+    is sampling rate 1, which ``plan.central.sample_rate`` must state). Raises ValueError when
+    no device has data or the plan's mode lacks its settings.
+    """
+    active = [d for d in devices if len(d.y) > 0]
+    if not active:
+        raise ValueError("no device has a labelled comparison to train on")
+    n_features = active[0].X.shape[2]
+    state = state_to_numpy(PairwiseRewardModel(n_features, hidden=plan.hidden, seed=plan.seed))
+    if plan.mode == "client_dp" and plan.central is None:
+        raise ValueError("client_dp needs plan.central (clip norm, noise multiplier)")
+    sigma = (
+        calibrate_noise_multiplier(
+            plan.device_epsilon,
+            rounds=plan.rounds,
+            local_epochs=plan.local_epochs,
+            delta=plan.delta,
+        )
+        if plan.mode == "device_dp"
+        else None
+    )
+    dp = (
+        DPConfig(
+            noise_multiplier=sigma,
+            max_grad_norm=plan.max_grad_norm,
+            batch_size=plan.batch_size,
+            local_epochs=plan.local_epochs,
+            lr=plan.lr,
+            delta=plan.delta,
+            epsilon_budget=plan.device_epsilon,
+        )
+        if sigma is not None
+        else None
+    )
+    ledgers = {d.device_id: PrivacyState() for d in active}
+    rng = np.random.default_rng(secrets.randbits(128))
+    declined = 0
+    for server_round in range(1, plan.rounds + 1):
+        updates: list[tuple[ModelState, int]] = []
+        for dev in active:
+            seed = _device_seed(plan.seed, server_round, dev.device_id)
+            if dp is None:
+                new = train_local_nonprivate(
+                    state,
+                    dev.X,
+                    dev.y,
+                    epochs=plan.local_epochs,
+                    lr=plan.lr,
+                    batch_size=plan.batch_size,
+                    seed=seed,
+                )
+                updates.append((new, len(dev.y)))
+                continue
+            try:
+                result = train_local(
+                    state,
+                    dev.X,
+                    dev.y,
+                    dp,
+                    ledgers[dev.device_id],
+                    run_id="simulation",
+                    round=server_round,
+                    seed=seed,
+                )
+            except BudgetExhausted:
+                declined += 1
+                continue
+            ledgers[dev.device_id] = result.new_privacy_state
+            updates.append((result.state, result.examples))
+        if not updates:
+            break
+        if plan.mode == "client_dp" and plan.central is not None:
+            state, _ = dp_fedavg(
+                state,
+                [u for u, _ in updates],
+                clip_norm=plan.central.clip_norm,
+                noise_multiplier=plan.central.noise_multiplier,
+                expected_devices=plan.central.sample_rate * len(active),
+                rng=rng,
+            )
+        else:
+            state = fedavg(updates)
+    central = (
+        central_epsilon(
+            plan.central.noise_multiplier,
+            sample_rate=plan.central.sample_rate,
+            rounds=plan.rounds,
+            delta=plan.central.delta,
+        )
+        if plan.mode == "client_dp" and plan.central is not None
+        else None
+    )
+    epsilons = (
+        {k: v.epsilon(plan.delta, "rdp") for k, v in ledgers.items()} if dp is not None else {}
+    )
+    return SimulationResult(
+        state=state,
+        device_epsilons=epsilons,
+        noise_multiplier=sigma,
+        central_epsilon=central,
+        declined=declined,
+    )
