@@ -7,7 +7,9 @@ cumulative epsilon, and the held-out evaluation (count, loss, accuracy, personal
 of the received model (see ``fedgaze.federation.protocol``). The device's personal head
 (:mod:`fedgaze.model.personal`) is fitted and stored here and never sent. The device enforces
 its own privacy budget and persists its accountant history before it replies, so a crash after
-training can only over-count spending, never under-count it.
+training can only over-count spending, never under-count it; each charge then also gets a signed
+``dp-round`` record in the device's ledger (``fedgaze.privacy.device_ledger``), which the reply
+carries.
 """
 
 from __future__ import annotations
@@ -88,6 +90,7 @@ def train(msg: Message, context: Context) -> Message:
     """
     # Opacus takes seconds to import and every message runs in a fresh process: evaluation
     # does not need it, so only training pays for it.
+    from fedgaze.privacy.device_ledger import DeviceBudget, sync_ledger
     from fedgaze.privacy.dp_train import BudgetExhausted, DPConfig, train_local
     from fedgaze.privacy.state import PrivacyState, RoundAlreadyCharged
 
@@ -107,6 +110,10 @@ def train(msg: Message, context: Context) -> Message:
         delta=node.delta,
         epsilon_budget=node.epsilon_budget,
     )
+    budget = DeviceBudget(dp.delta, dp.epsilon_budget, dp.accountant)
+    # Every charge already saved gets its signed record first (a crash may have come between
+    # saving the state and appending the record).
+    sync_ledger(node.device_dir, privacy, budget)
     spent = {"epsilon": privacy.epsilon(dp.delta, dp.accountant), "delta": dp.delta}
     idle = {protocol.NUM_EXAMPLES: 0, **spent, **held_out}
     if len(train_fm.y) == 0:
@@ -132,6 +139,9 @@ def train(msg: Message, context: Context) -> Message:
         )
         return Message(protocol.reply_content(node.device_id, status, idle), reply_to=msg)
     result.new_privacy_state.save(path)
+    record = sync_ledger(node.device_dir, result.new_privacy_state, budget)[
+        (plan.run_key, plan.server_round)
+    ]
     metrics = {
         protocol.NUM_EXAMPLES: result.examples,
         "epsilon": result.epsilon,
@@ -143,7 +153,11 @@ def train(msg: Message, context: Context) -> Message:
     }
     return Message(
         protocol.reply_content(
-            node.device_id, protocol.STATUS_TRAINED, metrics, to_array_record(result.state)
+            node.device_id,
+            protocol.STATUS_TRAINED,
+            metrics,
+            to_array_record(result.state),
+            dp_record=record.line(),
         ),
         reply_to=msg,
     )

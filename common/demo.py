@@ -23,6 +23,7 @@ from fedgaze.client.app import privacy_state_path
 from fedgaze.federation.cohort import provision_ifllm, provision_synthetic, select_workers
 from fedgaze.federation.settings import NodeSettings, ServerSettings
 from fedgaze.privacy.accounting import calibrate_noise_multiplier
+from fedgaze.privacy.central import calibrate_central_noise
 from fedgaze.privacy.state import PrivacyState
 from fedgaze.server.launcher import FederationOutcome, LaunchLimits, launch_federation
 
@@ -51,6 +52,9 @@ class FederationOptions:
     holdout: float = 0.25
     round_timeout: float = 120.0
     node_wait_timeout: float = 120.0
+    max_device_epsilon: float | None = None
+    client_dp_epsilon: float | None = None
+    client_dp_clip_norm: float = 0.5
 
 
 def default_run_dir(base: Path = Path("runs")) -> Path:
@@ -100,6 +104,16 @@ def run_local_federation(opts: FederationOptions, console: Console | None = None
         lr=opts.lr,
         holdout=opts.holdout,
         seed=opts.seed,
+        max_device_epsilon=opts.max_device_epsilon,
+        client_dp_noise_multiplier=(
+            calibrate_central_noise(
+                opts.client_dp_epsilon, sample_rate=1.0, rounds=opts.rounds, delta=opts.delta
+            )
+            if opts.client_dp_epsilon is not None
+            else None
+        ),
+        client_dp_clip_norm=opts.client_dp_clip_norm if opts.client_dp_epsilon else None,
+        client_dp_delta=opts.delta,
     )
     console.print(
         f"[bold]fedgaze[/bold]: {len(nodes)} devices ({source['kind']}), {opts.rounds} rounds, "
@@ -163,6 +177,8 @@ def _round_line(event: dict[str, Any]) -> str:
         else "epsilon n/a"
     )
     failures = f", [red]{len(event['failures'])} failures[/red]" if event["failures"] else ""
+    if event.get("refused"):
+        failures += f", [red]{len(event['refused'])} updates refused[/red]"
     return (
         f"round {event['round']}: {event['train_devices']} devices trained on "
         f"{event['train_examples']} comparisons, {eps_text}, {event['seconds']:.1f} s{failures}"
@@ -177,6 +193,18 @@ def _evaluation_line(event: dict[str, Any]) -> str:
         f"loss {_fmt(event['loss'])} "
         f"(n={event['eval_examples']} on {event['eval_devices']} devices)"
     )
+
+
+def _client_dp_summary(settings: ServerSettings, rounds: int) -> dict[str, Any] | None:
+    """Client-level DP of the aggregate, with its epsilon per person (None when off)."""
+    spent = settings.client_dp_spent(rounds)
+    if spent is None:
+        return None
+    return {
+        **spent,
+        "unit": "one person (all of a device's data)",
+        "accountant": "dp_accounting RDP",
+    }
 
 
 def build_summary(
@@ -228,6 +256,7 @@ def build_summary(
         "nodes": len(nodes),
         "rounds": settings.rounds,
         "rounds_completed": server["rounds_completed"],
+        "client_dp": _client_dp_summary(settings, server["rounds_completed"]),
         "metrics": [
             {
                 k: e.get(k)

@@ -10,12 +10,14 @@ evaluate message scores the final model.
 from __future__ import annotations
 
 import json
+import secrets
 import time
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from flwr.app import ConfigRecord, Context, Message, MessageType, RecordDict
 from flwr.serverapp import Grid, ServerApp
 
@@ -25,7 +27,8 @@ from fedgaze.federation.arrays import ModelState, from_array_record, to_array_re
 from fedgaze.federation.settings import ServerSettings
 from fedgaze.model.factory import FEATURE_SET, initial_state, n_features
 from fedgaze.model.store import SavedModel, save_model
-from fedgaze.server.aggregate import fedavg, weighted_mean
+from fedgaze.server.aggregate import dp_fedavg, fedavg, weighted_mean
+from fedgaze.server.ledger import SERVER_LEDGER_FILE, RoundBook, ServerLedger
 
 app = ServerApp()
 
@@ -150,10 +153,13 @@ def _evaluation(reports: Iterable[protocol.DeviceReport], model_round: int) -> d
 
 
 def _record_training(
-    devices: dict[str, DeviceLedgerView], report: protocol.DeviceReport, rnd: int
+    devices: dict[str, DeviceLedgerView],
+    report: protocol.DeviceReport,
+    rnd: int,
+    refused: bool = False,
 ) -> None:
     view = devices.setdefault(report.device_id, DeviceLedgerView(report.device_id))
-    view.status = report.status
+    view.status = "refused" if refused else report.status
     if "epsilon" in report.metrics:
         view.epsilon = report.metrics["epsilon"]
         view.delta = report.metrics.get("delta", view.delta)
@@ -161,6 +167,33 @@ def _record_training(
         view.rounds_participated += 1
         view.examples = report.examples
         view.events.append({"round": rnd, **{k: report.metrics[k] for k in protocol.DP_EVENT_KEYS}})
+
+
+def _client_dp_aggregate(
+    state: ModelState,
+    updates: list[tuple[ModelState, int]],
+    settings: ServerSettings,
+    expected: int,
+    rnd: int,
+) -> tuple[ModelState, dict[str, Any]]:
+    """DP-FedAvg with a secret noise seed; returns the new state and the round's DP record."""
+    assert settings.client_dp_noise_multiplier is not None
+    assert settings.client_dp_clip_norm is not None
+    new, norms = dp_fedavg(
+        state,
+        [u for u, _ in updates],
+        clip_norm=settings.client_dp_clip_norm,
+        noise_multiplier=settings.client_dp_noise_multiplier,
+        expected_devices=expected,
+        rng=np.random.default_rng(secrets.randbits(128)),
+    )
+    record = {
+        **(settings.client_dp_spent(rnd) or {}),
+        "expected_devices": expected,
+        "clipped": sum(n > settings.client_dp_clip_norm for n in norms),
+        "updates": len(norms),
+    }
+    return new, record
 
 
 def run_federation(grid: Grid, settings: ServerSettings) -> dict[str, Any]:
@@ -176,6 +209,17 @@ def run_federation(grid: Grid, settings: ServerSettings) -> dict[str, Any]:
     nodes = wait_for_nodes(grid, settings.min_nodes, settings.node_wait_timeout)
     emit(run_dir, "started", nodes=len(nodes), rounds=settings.rounds)
 
+    ledger = ServerLedger(run_dir)
+    try:
+        return _run_rounds(grid, settings, run_dir, nodes, ledger)
+    finally:
+        ledger.close()
+
+
+def _run_rounds(
+    grid: Grid, settings: ServerSettings, run_dir: Path, nodes: list[int], ledger: ServerLedger
+) -> dict[str, Any]:
+    ledger.run_start(settings)
     state = initial_state(settings.hidden, settings.seed)
     _checkpoint(run_dir / "checkpoints" / "round_000", state, settings, 0)
     devices: dict[str, DeviceLedgerView] = {}
@@ -183,21 +227,31 @@ def run_federation(grid: Grid, settings: ServerSettings) -> dict[str, Any]:
     rounds: list[dict[str, Any]] = []
     for rnd in range(1, settings.rounds + 1):
         t0 = time.monotonic()
-        plan = settings.plan(rnd).to_config()
+        round_plan = settings.plan(rnd)
+        plan = round_plan.to_config()
         messages = _messages(sorted(grid.get_node_ids()), state, plan, MessageType.TRAIN, rnd)
         outcome = exchange(grid, messages, settings.round_timeout)
         trained, failures = outcome.reports, outcome.failures
         evaluations.append(_evaluation((r for r, _ in trained), rnd - 1))
         emit(run_dir, "evaluation", **evaluations[-1])
         updates = []
+        book = RoundBook()
         for report, msg in trained:
-            _record_training(devices, report, rnd)
-            if report.status == protocol.STATUS_TRAINED and report.examples > 0:
+            trained_update = report.status == protocol.STATUS_TRAINED and report.examples > 0
+            accepted = trained_update and ledger.admit(
+                report, round_plan, book, settings.max_device_epsilon
+            )
+            _record_training(devices, report, rnd, refused=trained_update and not accepted)
+            if accepted:
                 arrays = msg.content.array_records[protocol.ARRAYS]
                 updates.append((from_array_record(arrays), report.examples))
-        if updates:
+        central = None
+        if updates and settings.client_dp:
+            state, central = _client_dp_aggregate(state, updates, settings, len(nodes), rnd)
+        elif updates:
             state = fedavg(updates)
         _checkpoint(run_dir / "checkpoints" / f"round_{rnd:03d}", state, settings, rnd)
+        ledger.round_end(rnd, book, failures, central)
         rounds.append(
             {
                 "round": rnd,
@@ -205,6 +259,10 @@ def run_federation(grid: Grid, settings: ServerSettings) -> dict[str, Any]:
                 "train_examples": sum(n for _, n in updates),
                 "replies": len(trained),
                 "failures": failures,
+                "refused": [
+                    {"device_id": r.device_id, "device": r.device, "reason": r.reason}
+                    for r in book.refused
+                ],
                 "seconds": round(time.monotonic() - t0, 3),
             }
         )
@@ -234,6 +292,7 @@ def run_federation(grid: Grid, settings: ServerSettings) -> dict[str, Any]:
         "rounds": settings.rounds,
         "rounds_completed": len(rounds),
         "nodes": len(nodes),
+        "ledger": str(run_dir / SERVER_LEDGER_FILE),
         "rounds_log": rounds,
         "evaluations": evaluations,
         "devices": [asdict(d) for d in sorted(devices.values(), key=lambda d: d.device_id)],

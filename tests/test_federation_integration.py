@@ -9,6 +9,7 @@ import io
 import itertools
 import json
 import os
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -18,9 +19,11 @@ import pytest
 from dp_accounting import dp_event, rdp
 from rich.console import Console
 
+from fedgaze.cli import main as fedgaze_main
 from fedgaze.demo import FederationOptions, run_local_federation
 from fedgaze.model.personal import load_personal_head
 from fedgaze.model.store import load_model
+from fedgaze.privacy.audit import audit_path
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(420)]
 
@@ -30,7 +33,15 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any],
     run_dir = tmp_path_factory.mktemp("fed") / "run"
     out = io.StringIO()
     summary = run_local_federation(
-        FederationOptions(nodes=3, rounds=2, run_dir=run_dir, seed=1, epsilon_budget=20.0),
+        FederationOptions(
+            nodes=3,
+            rounds=2,
+            run_dir=run_dir,
+            seed=1,
+            epsilon_budget=20.0,
+            client_dp_epsilon=50.0,
+            client_dp_clip_norm=1.0,
+        ),
         Console(file=out, width=200),
     )
     return run_dir, summary, out.getvalue()
@@ -96,6 +107,123 @@ def test_epsilon_matches_independent_accountant(run: tuple[Path, dict[str, Any],
         assert total > first > 0
         assert d["epsilon"] == pytest.approx(total, rel=2e-2)
         assert d["epsilon_device_state"] == pytest.approx(d["epsilon"], rel=1e-9)
+
+
+def test_signed_ledgers_verify_and_a_tampered_copy_fails(
+    run: tuple[Path, dict[str, Any], str], tmp_path: Path
+) -> None:
+    run_dir, summary, _ = run
+    assert (run_dir / "server_ledger.db").is_file() and (run_dir / "server_key.pem").is_file()
+    names = [d["device_id"] for d in summary["devices"]]
+    for name in names:
+        assert (run_dir / "devices" / name / "ledger.jsonl").is_file()
+    assert fedgaze_main(["audit", "verify", str(run_dir)]) == 0
+    server, *devices = audit_path(run_dir, pld=False)
+    rounds = [r for r in server.report.records if r.kind == "server-round"]
+    assert [r.body["round"] for r in rounds] == [1, 2]
+    assert all(len(r.body["accepted"]) == 3 and not r.body["refused"] for r in rounds)
+    for audit, d in zip(devices, summary["devices"], strict=True):
+        assert audit.ok and audit.summary["charges"] == 2
+        assert audit.summary["epsilon_stated"] == pytest.approx(d["epsilon"], rel=1e-9)
+
+    copy = tmp_path / "copy"
+    for name in names:
+        (copy / "devices" / name).mkdir(parents=True)
+        shutil.copy(run_dir / "devices" / name / "ledger.jsonl", copy / "devices" / name)
+    for db in run_dir.glob("server_ledger.db*"):
+        shutil.copy(db, copy / db.name)
+    assert fedgaze_main(["audit", "verify", str(copy), "--no-pld"]) == 0
+    ledger = copy / "devices" / names[1] / "ledger.jsonl"
+    lines = ledger.read_text().splitlines(keepends=True)
+    body = json.loads(lines[1])["body"]
+    lines[1] = lines[1].replace(f'"steps":{body["steps"]}', f'"steps":{body["steps"] + 1}')
+    ledger.write_text("".join(lines))
+    assert fedgaze_main(["audit", "verify", str(copy), "--no-pld"]) == 1
+    problems = [p for a in audit_path(copy, pld=False) for p in a.problems]
+    assert "record 1 (line 2): hash does not match the record's content" in problems
+
+
+def test_audit_service_answers_over_loopback_grpc(run: tuple[Path, dict[str, Any], str]) -> None:
+    import grpc
+
+    from fedgaze.privacy.ledger import LedgerRecord, verify_lines
+    from fedgaze.server.audit_service import serve_audit
+    from fedgaze.v1 import audit_pb2, audit_pb2_grpc
+
+    run_dir, summary, _ = run
+    server, port = serve_audit(run_dir, "127.0.0.1:0")
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = audit_pb2_grpc.PrivacyAuditStub(channel)
+            budgets = stub.GetBudgets(audit_pb2.GetBudgetsRequest(), timeout=30)
+            assert sorted(d.epsilon for d in budgets.devices) == pytest.approx(
+                sorted(d["epsilon"] for d in summary["devices"]), rel=1e-9
+            )
+            assert all(d.rounds == 2 for d in budgets.devices)
+            assert budgets.central_epsilon == pytest.approx(summary["client_dp"]["epsilon"])
+            one = stub.GetRound(audit_pb2.GetRoundRequest(round=1), timeout=30)
+            assert len(one.device_records) == 3
+            for rec in one.device_records:
+                assert LedgerRecord.parse_checked(rec.line).body["round"] == 1
+            lines = [
+                r.line.encode()
+                for r in stub.StreamLedger(audit_pb2.StreamLedgerRequest(), timeout=30)
+            ]
+            assert verify_lines(lines).ok and len(lines) == 3  # run-start + 2 rounds
+            device = budgets.devices[0].device_id
+            mine = list(
+                stub.StreamLedger(audit_pb2.StreamLedgerRequest(device_id=device), timeout=30)
+            )
+            assert len(mine) == 2
+            verdict = stub.Verify(audit_pb2.VerifyRequest(), timeout=60)
+            assert verdict.ok and not verdict.problems and verdict.records > 3
+            with pytest.raises(grpc.RpcError) as err:
+                stub.GetRound(audit_pb2.GetRoundRequest(round=99), timeout=30)
+            assert err.value.code() == grpc.StatusCode.NOT_FOUND
+    finally:
+        server.stop(grace=None)
+    with pytest.raises(ValueError, match="without TLS"):
+        serve_audit(run_dir, "0.0.0.0:0")
+
+
+def test_audit_report_is_written_with_plots(
+    run: tuple[Path, dict[str, Any], str], tmp_path: Path
+) -> None:
+    run_dir, _, _ = run
+    out = tmp_path / "report.html"
+    assert fedgaze_main(["audit", "report", str(run_dir), "--out", str(out)]) == 0
+    page = out.read_text()
+    # epsilon curves, histogram, central epsilon, accuracy
+    assert page.count("data:image/png;base64,") == 4
+    assert "Every hash, signature and epsilon verified" in page and "delta = 1e-05" in page
+
+
+def test_client_level_dp_is_applied_recorded_and_exported(
+    run: tuple[Path, dict[str, Any], str],
+) -> None:
+    from fedgaze.privacy.audit import export_events
+
+    run_dir, summary, _ = run
+    cdp = summary["client_dp"]
+    assert cdp["sample_rate"] == 1.0 and cdp["clip_norm"] == 1.0 and cdp["epsilon"] <= 50.0
+    acc = rdp.RdpAccountant()
+    acc.compose(dp_event.GaussianDpEvent(cdp["noise_multiplier"]), 2)
+    assert cdp["epsilon"] == pytest.approx(acc.get_epsilon(cdp["delta"]), rel=1e-6)
+    server, *_ = audit_path(run_dir, pld=False)
+    rounds = [r for r in server.report.records if r.kind == "server-round"]
+    assert [r.body["aggregation"] for r in rounds] == ["dp-fedavg", "dp-fedavg"]
+    assert rounds[-1].body["central_dp"]["expected_devices"] == 3
+    central = export_events([server])["central"]
+    assert [e["round"] for e in central["events"]] == [1, 2]
+    acc = rdp.RdpAccountant()
+    for e in central["events"]:
+        acc.compose(
+            dp_event.PoissonSampledDpEvent(
+                e["sample_rate"], dp_event.GaussianDpEvent(e["noise_multiplier"])
+            ),
+            e["steps"],
+        )
+    assert central["epsilon"] == pytest.approx(acc.get_epsilon(central["delta"]), rel=1e-2)
 
 
 def test_progress_was_shown(run: tuple[Path, dict[str, Any], str]) -> None:

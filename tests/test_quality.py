@@ -41,6 +41,7 @@ def test_mypy_clean(tmp_path: Path) -> None:
             (pkg / child.name).symlink_to(child)
     (pkg / "server").symlink_to(ROOT / "server")
     (pkg / "client").symlink_to(ROOT / "client")
+    (pkg / "v1").symlink_to(ROOT / "proto" / "fedgaze" / "v1")
     env = {**os.environ, "MYPYPATH": str(tmp_path)}
     proc = subprocess.run(
         [

@@ -4,7 +4,8 @@ Train request:  ``arrays`` (global model), ``config`` (a :class:`RoundPlan`).
 Train reply:    ``arrays`` (the device's new local model, when it trained), ``metrics``: the
                 example count, the DP-SGD parameters of this round and the device's cumulative
                 epsilon, plus the held-out evaluation of the *received* model; ``device``
-                (ConfigRecord: ``device-id`` and ``status``).
+                (ConfigRecord: ``device-id`` and ``status``); ``dp-record`` (ConfigRecord, when it
+                trained: ``line``, the device's signed ``dp-round`` ledger record of this round).
 Evaluate reply: ``metrics`` with the held-out evaluation only; ``device``.
 Only model weights and these declared numbers ever leave a device. The training loss is
 deliberately not among them: it is computed on private training rows without noise.
@@ -21,6 +22,8 @@ ARRAYS = "arrays"
 CONFIG = "config"
 METRICS = "metrics"
 DEVICE = "device"
+DP_RECORD = "dp-record"
+DP_RECORD_LINE = "line"
 
 NUM_EXAMPLES = "num-examples"
 EVAL_EXAMPLES = "eval-examples"
@@ -44,6 +47,7 @@ class DeviceReport:
     device_id: str
     status: str
     metrics: dict[str, float]
+    dp_record: str | None = None
 
     @property
     def examples(self) -> int:
@@ -52,9 +56,13 @@ class DeviceReport:
 
 
 def reply_content(
-    device_id: str, status: str, metrics: dict[str, float], arrays: Any | None = None
+    device_id: str,
+    status: str,
+    metrics: dict[str, float],
+    arrays: Any | None = None,
+    dp_record: str | None = None,
 ) -> RecordDict:
-    """Build a reply RecordDict in the contract's shape."""
+    """Build a reply RecordDict in the contract's shape (``dp_record``: a signed ledger line)."""
     content = RecordDict(
         {
             METRICS: MetricRecord(dict(metrics)),
@@ -63,6 +71,8 @@ def reply_content(
     )
     if arrays is not None:
         content[ARRAYS] = arrays
+    if dp_record is not None:
+        content[DP_RECORD] = ConfigRecord({DP_RECORD_LINE: dp_record})
     return content
 
 
@@ -73,9 +83,16 @@ def parse_report(msg: Message) -> DeviceReport:
         raise ValueError("reply lacks metrics or device records")
     device = content.config_records[DEVICE]
     metrics = {k: float(v) for k, v in content.metric_records[METRICS].items()}  # type: ignore[arg-type]
+    dp_record = None
+    if DP_RECORD in content.config_records:
+        line = content.config_records[DP_RECORD].get(DP_RECORD_LINE)
+        if not isinstance(line, str):
+            raise ValueError(f"{DP_RECORD} record lacks a string {DP_RECORD_LINE!r}")
+        dp_record = line
     return DeviceReport(
         node_id=msg.metadata.src_node_id,
         device_id=str(device["device-id"]),
         status=str(device["status"]),
         metrics=metrics,
+        dp_record=dp_record,
     )

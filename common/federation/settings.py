@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -110,6 +110,46 @@ class ServerSettings(TrainingPlan):
     node_wait_timeout: float = Field(gt=0)
     round_timeout: float = Field(gt=0)
     hidden: int = Field(ge=0, le=1024)
+    max_device_epsilon: float | None = Field(default=None, gt=0, allow_inf_nan=False)
+    """Server policy: an update whose signed record states a larger cumulative epsilon is not
+    aggregated (None: no cap; devices still enforce their own budgets)."""
+    client_dp_noise_multiplier: float | None = Field(default=None, gt=0, allow_inf_nan=False)
+    client_dp_clip_norm: float | None = Field(default=None, gt=0, allow_inf_nan=False)
+    client_dp_delta: float = Field(default=1e-5, gt=0, lt=1)
+    """Client-level DP of the aggregate (both set: on; see :mod:`fedgaze.privacy.central`):
+    every update's change is clipped to ``client_dp_clip_norm`` and the sum gets Gaussian noise
+    of ``client_dp_noise_multiplier`` times that norm; every device takes part every round."""
+
+    @model_validator(mode="after")
+    def _client_dp_both_or_neither(self) -> ServerSettings:
+        if (self.client_dp_noise_multiplier is None) != (self.client_dp_clip_norm is None):
+            raise ValueError("client-dp-noise-multiplier and client-dp-clip-norm go together")
+        return self
+
+    @property
+    def client_dp(self) -> bool:
+        """True when the server adds client-level DP noise to the aggregate."""
+        return self.client_dp_noise_multiplier is not None
+
+    def client_dp_spent(self, rounds: int) -> dict[str, Any] | None:
+        """Client-level DP parameters and the epsilon per person after ``rounds`` noised
+        aggregations (every device in every round: sample rate 1); None when it is off."""
+        if self.client_dp_noise_multiplier is None or self.client_dp_clip_norm is None:
+            return None
+        from fedgaze.privacy.central import central_epsilon
+
+        return {
+            "noise_multiplier": self.client_dp_noise_multiplier,
+            "clip_norm": self.client_dp_clip_norm,
+            "sample_rate": 1.0,
+            "delta": self.client_dp_delta,
+            "epsilon": central_epsilon(
+                self.client_dp_noise_multiplier,
+                sample_rate=1.0,
+                rounds=rounds,
+                delta=self.client_dp_delta,
+            ),
+        }
 
     @classmethod
     def from_run_config(cls, flat: Mapping[str, Any]) -> ServerSettings:

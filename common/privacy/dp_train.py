@@ -318,6 +318,7 @@ def train_local(
         noise_multiplier=planned[0],
         sample_rate=planned[1],
         steps=planned[2],
+        max_grad_norm=cfg.max_grad_norm,
         input_digest=input_digest,
         output_digest=_digest(weights),
         noise_seed=noise_seed,

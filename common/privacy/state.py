@@ -44,7 +44,8 @@ class PrivacyEvent(BaseModel):
 
     ``input_digest`` and ``output_digest`` fingerprint what was trained on and what was released;
     ``noise_seed`` is the secret seed of that run's noise and sampling, kept on the device only
-    so that a retried round can be replayed exactly (see ``dp_train``).
+    so that a retried round can be replayed exactly (see ``dp_train``). ``max_grad_norm`` (the
+    clipping norm; None in events written before it was recorded) goes into the signed ledger.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -54,6 +55,7 @@ class PrivacyEvent(BaseModel):
     noise_multiplier: float = Field(gt=0, allow_inf_nan=False)
     sample_rate: float = Field(gt=0, le=1)
     steps: int = Field(ge=1)
+    max_grad_norm: float | None = Field(default=None, gt=0, allow_inf_nan=False)
     input_digest: str = ""
     output_digest: str = ""
     noise_seed: int | None = Field(default=None, ge=0)

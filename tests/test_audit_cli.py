@@ -1,0 +1,244 @@
+"""Server-side checks of device records, the server ledger, and the audit / budget commands."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from fedgaze.cli import main
+from fedgaze.federation import protocol
+from fedgaze.federation.settings import ServerSettings
+from fedgaze.privacy.audit import audit_path
+from fedgaze.privacy.device_ledger import DeviceBudget, ledger_path, sync_ledger
+from fedgaze.privacy.ledger import LedgerRecord
+from fedgaze.privacy.state import PrivacyEvent, PrivacyState
+from fedgaze.server.ledger import (
+    SERVER_LEDGER_FILE,
+    RecordRefused,
+    RoundBook,
+    ServerLedger,
+    check_device_record,
+)
+
+RUN = "run-x"
+
+
+def _settings(run_dir: Path, **kw: object) -> ServerSettings:
+    base: dict[str, object] = dict(
+        run_dir=str(run_dir),
+        run_key=RUN,
+        rounds=1,
+        min_nodes=2,
+        node_wait_timeout=5,
+        round_timeout=5,
+        hidden=4,
+        noise_multiplier=1.1,
+        max_grad_norm=1.0,
+        batch_size=8,
+        local_epochs=1,
+        lr=0.1,
+        holdout=0.25,
+        seed=0,
+    )
+    base.update(kw)
+    return ServerSettings(**base)  # type: ignore[arg-type]
+
+
+def _device(run_dir: Path, name: str, rate: float, budget: float = 50.0) -> LedgerRecord:
+    """A device that charged round 1 of RUN (sample rate ``rate``); returns its record."""
+    event = PrivacyEvent(
+        run_id=RUN,
+        round=1,
+        noise_multiplier=1.1,
+        sample_rate=rate,
+        steps=round(1 / rate),
+        max_grad_norm=1.0,
+        noise_seed=7,
+    )
+    records = sync_ledger(
+        run_dir / "devices" / name, PrivacyState((event,)), DeviceBudget(1e-5, budget)
+    )
+    return records[(RUN, 1)]
+
+
+def _report(node: int, name: str, record: LedgerRecord | None) -> protocol.DeviceReport:
+    metrics = {protocol.NUM_EXAMPLES: 10.0}
+    if record is not None:
+        metrics.update(
+            {
+                "noise-multiplier": record.body["noise_multiplier"],
+                "sample-rate": record.body["sample_rate"],
+                "steps": record.body["steps"],
+                "epsilon": record.body["epsilon"],
+            }
+        )
+    return protocol.DeviceReport(
+        node, name, protocol.STATUS_TRAINED, metrics, record.line() if record else None
+    )
+
+
+@pytest.fixture
+def run_dir(tmp_path: Path) -> Path:
+    """A run directory with 2 devices; the server caps epsilon so that ``big`` is refused."""
+    run_dir = tmp_path / "run"
+    small = _device(run_dir, "small", 1 / 13)  # epsilon ~1.2
+    big = _device(run_dir, "big", 1.0)  # epsilon ~4.4
+    settings = _settings(run_dir, max_device_epsilon=3.0)
+    ledger = ServerLedger(run_dir)
+    ledger.run_start(settings)
+    book = RoundBook()
+    plan = settings.plan(1)
+    assert ledger.admit(_report(1, "small", small), plan, book, settings.max_device_epsilon)
+    assert not ledger.admit(_report(2, "big", big), plan, book, settings.max_device_epsilon)
+    ledger.round_end(1, book, [])
+    ledger.close()
+    return run_dir
+
+
+def test_record_over_the_server_cap_is_refused_with_a_reason(tmp_path: Path) -> None:
+    record = _device(tmp_path, "big", 1.0)
+    plan = _settings(tmp_path).plan(1)
+    kw = {"plan": plan, "metrics": {}, "pinned_key": None}
+    assert check_device_record(record.line(), max_device_epsilon=None, **kw) == record
+    with pytest.raises(RecordRefused, match=r"epsilon 4\.\d+ exceeds the server's cap 3"):
+        check_device_record(record.line(), max_device_epsilon=3.0, **kw)
+    with pytest.raises(RecordRefused, match="no signed dp-record"):
+        check_device_record(None, max_device_epsilon=None, **kw)
+    with pytest.raises(RecordRefused, match="run_id"):
+        check_device_record(
+            record.line(),
+            max_device_epsilon=None,
+            **{**kw, "plan": _settings(tmp_path, run_key="other").plan(1)},
+        )
+    with pytest.raises(RecordRefused, match="another key"):
+        check_device_record(record.line(), max_device_epsilon=None, **{**kw, "pinned_key": "AAAA"})
+    forged = record.line().replace('"round":1', '"round":2')
+    with pytest.raises(RecordRefused, match="does not verify"):
+        check_device_record(forged, max_device_epsilon=None, **kw)
+
+
+def test_server_ledger_records_the_round_and_the_refusal(run_dir: Path) -> None:
+    audits = audit_path(run_dir, pld=False)
+    assert [a.kind for a in audits] == ["server", "device", "device"]
+    assert all(a.ok for a in audits), [a.problems for a in audits]
+    server = audits[0].report.records
+    assert [r.kind for r in server] == ["run-start", "server-round"]
+    assert server[0].body["settings"]["max_device_epsilon"] == 3.0
+    body = server[1].body
+    assert body["aggregation"] == "fedavg" and body["central_dp"] is None
+    assert len(body["accepted"]) == 1 and body["participants"] == [
+        LedgerRecord.parse(body["accepted"][0]).body["device"]
+    ]
+    (refusal,) = body["refused"]
+    assert "exceeds the server's cap 3" in refusal["reason"] and refusal["node"] == 2
+    assert body["accepted"][0] in ledger_path(run_dir / "devices" / "small").read_text()
+
+
+def test_cross_check_catches_a_rolled_back_device_ledger(run_dir: Path) -> None:
+    """Dropping a device's last record is invisible in its own ledger, not against the server's."""
+    path = ledger_path(run_dir / "devices" / "small")
+    line = path.read_text()
+    path.write_text("")
+    server = audit_path(run_dir, pld=False)[0]
+    assert any(p.startswith("record 1:") and "in no device ledger" in p for p in server.problems)
+    path.write_text(line.replace('"time":"', '"time":"1'))  # an edited copy: not the same bytes
+    server, *devices = audit_path(run_dir, pld=False)
+    assert any(p.startswith("record 1:") and "device ledger" in p for p in server.problems)
+    assert any(p.startswith("record 0 (line 1): hash") for d in devices for p in d.problems)
+
+
+def test_audit_verify_export_and_budget_commands(
+    run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["audit", "verify", str(run_dir)]) == 0
+    out = capsys.readouterr().out
+    assert "verified" in out and "0.01" in out
+
+    out_file = tmp_path / "events.json"
+    assert main(["audit", "export", str(run_dir), "--json", "--out", str(out_file)]) == 0
+    exported = json.loads(out_file.read_text())
+    assert exported["central"] is None and len(exported["devices"]) == 2
+    assert all(d["events"][0]["run_id"] == RUN for d in exported["devices"])
+    capsys.readouterr()
+
+    assert main(["client", "budget", "--device-dir", str(run_dir / "devices" / "big")]) == 0
+    out = capsys.readouterr().out
+    assert RUN in out and "total: 1 rounds in 1 runs, epsilon 4." in out and "budget 50" in out
+
+    tampered = tmp_path / "tampered"
+    shutil.copytree(run_dir, tampered)
+    led = ledger_path(tampered / "devices" / "big")
+    led.write_text(led.read_text().replace('"round":1', '"round":9'))
+    assert main(["audit", "verify", str(tampered)]) == 1
+    out = capsys.readouterr().out
+    assert "record 0 (line 1): hash does not match" in out and "FAILED" in out
+    assert main(["audit", "verify", str(tampered / "devices" / "small" / "ledger.jsonl")]) == 0
+    assert main(["audit", "verify", str(tampered / SERVER_LEDGER_FILE)]) == 0
+    assert main(["client", "budget", "--device-dir", str(tampered / "devices" / "big")]) == 1
+
+
+def _self_signed(tmp_path: Path) -> tuple[bytes, bytes]:
+    """A throwaway certificate for 127.0.0.1 (the test's own CA-less TLS)."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "fedgaze-audit-test")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=1))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .sign(key, hashes.SHA256())
+    )
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    return cert.public_bytes(serialization.Encoding.PEM), key_pem
+
+
+def test_audit_service_over_tls_and_refusals(run_dir: Path, tmp_path: Path) -> None:
+    import grpc
+
+    from fedgaze.server.audit_service import is_loopback, serve_audit
+    from fedgaze.v1 import audit_pb2, audit_pb2_grpc
+
+    assert is_loopback("127.0.0.1:1") and is_loopback("[::1]:1") and is_loopback("localhost:1")
+    assert not is_loopback("0.0.0.0:1") and not is_loopback("10.0.0.1:1")
+    cert, key = _self_signed(tmp_path)
+    server, port = serve_audit(run_dir, "127.0.0.1:0", tls_cert=cert, tls_key=key)
+    try:
+        creds = grpc.ssl_channel_credentials(root_certificates=cert)
+        with grpc.secure_channel(f"127.0.0.1:{port}", creds) as channel:
+            stub = audit_pb2_grpc.PrivacyAuditStub(channel)
+            verdict = stub.Verify(audit_pb2.VerifyRequest(), timeout=30)
+            assert verdict.tolerance == pytest.approx(1e-2) and verdict.records > 0
+        # A plaintext client cannot talk to the TLS service.
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = audit_pb2_grpc.PrivacyAuditStub(channel)
+            with pytest.raises(grpc.RpcError):
+                stub.Verify(audit_pb2.VerifyRequest(), timeout=5)
+    finally:
+        server.stop(grace=None)
+    with pytest.raises(ValueError, match="both a certificate and a key"):
+        serve_audit(run_dir, "127.0.0.1:0", tls_cert=cert)
+    with pytest.raises(FileNotFoundError, match=r"server_ledger\.db"):
+        serve_audit(tmp_path / "nothing", "127.0.0.1:0")
