@@ -115,7 +115,7 @@ def train(msg: Message, context: Context) -> Message:
     # saving the state and appending the record).
     sync_ledger(node.device_dir, privacy, budget)
     spent = {"epsilon": privacy.epsilon(dp.delta, dp.accountant), "delta": dp.delta}
-    idle = {protocol.NUM_EXAMPLES: 0, **spent, **held_out}
+    idle = {protocol.SERVER_ROUND: plan.server_round, protocol.NUM_EXAMPLES: 0, **spent, **held_out}
     if len(train_fm.y) == 0:
         return Message(
             protocol.reply_content(node.device_id, protocol.STATUS_NO_DATA, idle), reply_to=msg
@@ -143,6 +143,7 @@ def train(msg: Message, context: Context) -> Message:
         (plan.run_key, plan.server_round)
     ]
     metrics = {
+        protocol.SERVER_ROUND: plan.server_round,
         protocol.NUM_EXAMPLES: result.examples,
         "epsilon": result.epsilon,
         "delta": result.delta,

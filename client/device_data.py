@@ -15,7 +15,7 @@ def load_node_device(node: NodeSettings) -> Device:
     traces of other people are never loaded.
     """
     if node.data_format == "store":
-        return load_device(node.data)
+        return load_device(node.data, key_path=node.store_key)
     if node.worker is None:
         raise ValueError(f"device {node.device_id}: data-format 'ifllm' needs a worker")
     dataset = load_ifllm(node.data, workers=[node.worker])

@@ -39,6 +39,12 @@ def _existing_dir(text: str) -> Path:
 
 
 def _add_federation_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--insecure",
+        action="store_true",
+        help="turn OFF TLS and SuperNode authentication (debugging only; default: both on, "
+        "with a fresh CA and device keys under RUN_DIR/certs)",
+    )
     p.add_argument("--rounds", type=_positive_int, default=3, help="federated rounds (3)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", help="comma-separated IFLLM worker ids to run as devices")
@@ -66,6 +72,24 @@ def _add_federation_args(p: argparse.ArgumentParser) -> None:
         type=_positive_float,
         help="also add client-level DP to the aggregate, calibrated to this epsilon per person "
         "over all rounds (default: off)",
+    )
+    p.add_argument(
+        "--aggregation",
+        choices=("fedavg", "trimmed-mean", "median"),
+        default="fedavg",
+        help="how the server combines updates (fedavg; the robust rules resist a few hostile "
+        "devices, not combinable with client-level DP)",
+    )
+    p.add_argument(
+        "--trim-fraction",
+        type=float,
+        default=0.1,
+        help="trimmed-mean: share cut from each end per coordinate (0.1)",
+    )
+    p.add_argument(
+        "--max-update-norm",
+        type=_positive_float,
+        help="refuse an update farther than this (L2) from the model sent (default: no bound)",
     )
     p.add_argument(
         "--client-dp-clip",
@@ -103,6 +127,21 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--epochs", type=_positive_int, default=10, help="central epochs (10)")
     train.add_argument("--run-dir", type=Path, help="federated: run directory")
     _add_federation_args(train)
+
+    certs = sub.add_parser(
+        "certs", help="create a CA, a SuperLink TLS certificate and SuperNode auth keys"
+    )
+    certs.add_argument("--out", type=Path, required=True, help="directory to write (new)")
+    who = certs.add_mutually_exclusive_group()
+    who.add_argument(
+        "--devices", type=_positive_int, default=None, help="device-000..N-1 key pairs (1)"
+    )
+    who.add_argument("--device-ids", help="comma-separated device ids, one key pair each")
+    certs.add_argument(
+        "--server-names",
+        default="127.0.0.1,::1,localhost",
+        help="SuperLink certificate SANs: IPs or DNS names (127.0.0.1,::1,localhost)",
+    )
 
     score = sub.add_parser("score", help="score every labelled pairwise comparison of a folder")
     score.add_argument("--model", type=_existing_dir, required=True)
@@ -190,7 +229,11 @@ def _federation_options(args: argparse.Namespace, **overrides: Any) -> Federatio
         "max_device_epsilon": args.max_device_epsilon,
         "client_dp_epsilon": args.client_dp_epsilon,
         "client_dp_clip_norm": args.client_dp_clip,
+        "aggregation": args.aggregation,
+        "trim_fraction": args.trim_fraction,
+        "max_update_norm": args.max_update_norm,
         "run_dir": args.run_dir,
+        "insecure": args.insecure,
         **overrides,
     }
     return FederationOptions(**fields)
@@ -202,6 +245,42 @@ def _cmd_demo(args: argparse.Namespace, console: Console) -> int:
     opts = _federation_options(args, nodes=args.nodes, data=args.data, epsilon_budget=args.epsilon)
     summary = run_local_federation(opts, console)
     return 0 if summary["rounds_completed"] == summary["rounds"] else 1
+
+
+def _split(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def _cmd_certs(args: argparse.Namespace, console: Console) -> int:
+    from fedgaze.security.certs import provision_credentials
+
+    if args.device_ids:
+        ids = _split(args.device_ids)
+    else:
+        ids = [f"device-{i:03d}" for i in range(args.devices or 1)]
+    names = _split(args.server_names)
+    if not names:
+        raise ValueError("--server-names needs at least one name")
+    if args.out.exists() and any(args.out.iterdir()):
+        raise ValueError(f"{args.out} is not empty; choose a new directory")
+    paths = provision_credentials(args.out, ids, names)
+    console.print(
+        f"CA {paths.ca_cert}, SuperLink certificate {paths.server_cert} "
+        f"(names: {', '.join(names)}), key {paths.server_key}; "
+        f"{len(ids)} device key pairs under {paths.directory / 'devices'}; "
+        f"public keys listed in {paths.authorized}",
+        soft_wrap=True,
+        highlight=False,
+    )
+    console.print(
+        "SuperLink: --ssl-certfile server.pem --ssl-keyfile server.key --ssl-ca-certfile ca.pem "
+        "--enable-supernode-auth; register each device: flwr supernode register "
+        "devices/<id>.pub; SuperNode: --root-certificates ca.pem "
+        "--auth-supernode-private-key devices/<id>.key",
+        soft_wrap=True,
+        highlight=False,
+    )
+    return 0
 
 
 def _cmd_train(args: argparse.Namespace, console: Console) -> int:
@@ -441,6 +520,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     handlers = {
         "demo": _cmd_demo,
         "train": _cmd_train,
+        "certs": _cmd_certs,
         "score": _cmd_score,
         "features": _cmd_features,
         "audit": _cmd_audit,

@@ -12,7 +12,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
@@ -55,6 +55,18 @@ class FederationOptions:
     max_device_epsilon: float | None = None
     client_dp_epsilon: float | None = None
     client_dp_clip_norm: float = 0.5
+    insecure: bool = False
+    """Opt out of TLS and SuperNode authentication (plaintext gRPC/HTTP, any node may join)."""
+    aggregation: Literal["fedavg", "trimmed-mean", "median"] = "fedavg"
+    trim_fraction: float = 0.1
+    max_update_norm: float | None = None
+
+
+INSECURE_WARNING = (
+    "[bold red]WARNING: --insecure: TLS and SuperNode authentication are OFF. Model updates "
+    "and privacy reports travel in plaintext and any process that can reach the SuperLink can "
+    "join as a device. Use only for debugging on a trusted machine.[/bold red]"
+)
 
 
 def default_run_dir(base: Path = Path("runs")) -> Path:
@@ -114,6 +126,9 @@ def run_local_federation(opts: FederationOptions, console: Console | None = None
         ),
         client_dp_clip_norm=opts.client_dp_clip_norm if opts.client_dp_epsilon else None,
         client_dp_delta=opts.delta,
+        aggregation=opts.aggregation,
+        trim_fraction=opts.trim_fraction,
+        max_update_norm=opts.max_update_norm,
     )
     console.print(
         f"[bold]fedgaze[/bold]: {len(nodes)} devices ({source['kind']}), {opts.rounds} rounds, "
@@ -121,6 +136,8 @@ def run_local_federation(opts: FederationOptions, console: Console | None = None
         f"{noise:g}{' (calibrated to fit every round)' if opts.noise_multiplier is None else ''}; "
         f"run dir {run_dir}"
     )
+    if opts.insecure:
+        console.print(INSECURE_WARNING)
     outcome = _run_with_progress(run_dir, settings, nodes, opts, console)
     summary = build_summary(opts, settings, nodes, source, outcome, time.monotonic() - t0)
     write_json_atomic(run_dir / SUMMARY_FILE, summary)
@@ -162,7 +179,9 @@ def _run_with_progress(
         limits = LaunchLimits(
             run_total=opts.node_wait_timeout + opts.rounds * opts.round_timeout * 2
         )
-        return launch_federation(run_dir, settings, nodes, on_event=on_event, limits=limits)
+        return launch_federation(
+            run_dir, settings, nodes, on_event=on_event, limits=limits, secure=not opts.insecure
+        )
 
 
 def _fmt(value: float | None, spec: str = ".3f") -> str:
@@ -246,8 +265,9 @@ def build_summary(
         "transport": "grpc",
         "fleet_api": "grpc-rere",
         "fleet_address": outcome.fleet_address,
-        "tls": False,
-        "node_auth": False,
+        # What the launcher actually started, not what was asked for.
+        "tls": outcome.tls,
+        "node_auth": outcome.node_auth,
         "processes": {
             "superlink_pid": outcome.superlink_pid,
             "supernode_pids": list(outcome.supernode_pids),

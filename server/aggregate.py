@@ -1,7 +1,9 @@
-"""Aggregation of device updates: FedAvg weighted by the number of training examples."""
+"""Aggregation of device updates: FedAvg weighted by the number of training examples, the
+robust coordinate-wise trimmed mean and median, and client-level DP FedAvg."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -27,6 +29,56 @@ def fedavg(updates: Sequence[tuple[ModelState, int]]) -> ModelState:
         name: np.sum(
             [state[name].astype(np.float64) * (n / total) for state, n in kept], axis=0
         ).astype(kept[0][0][name].dtype)
+        for name in names
+    }
+
+
+def _stacked(updates: Sequence[ModelState], name: str) -> np.ndarray:
+    return np.stack([np.asarray(state[name], dtype=np.float64) for state in updates])
+
+
+def _check_names(updates: Sequence[ModelState]) -> list[str]:
+    if not updates:
+        raise ValueError("no update to aggregate")
+    names = list(updates[0])
+    for state in updates[1:]:
+        if list(state) != names:
+            raise ValueError("updates disagree on parameter names")
+    return names
+
+
+def trim_count(n: int, trim_fraction: float) -> int:
+    """How many values the trimmed mean drops at each end of ``n``: ``ceil(trim_fraction * n)``,
+    but never so many that nothing is left (at most ``(n - 1) // 2``)."""
+    if not 0 <= trim_fraction < 0.5:
+        raise ValueError(f"trim_fraction must be in [0, 0.5), got {trim_fraction}")
+    return min(math.ceil(trim_fraction * n), (n - 1) // 2)
+
+
+def trimmed_mean(updates: Sequence[ModelState], trim_fraction: float) -> ModelState:
+    """Coordinate-wise trimmed mean: per coordinate, drop the ``ceil(trim_fraction * n)``
+    largest and smallest values of the ``n`` updates and average the rest (unweighted).
+
+    Devices are weighted equally: weighting by the example counts the devices themselves report
+    would let one device claim a huge count. With too few updates to drop that many (fewer than
+    ``2 * ceil(trim_fraction * n) + 1``) fewer are dropped, see :func:`trim_count`.
+    """
+    names = _check_names(updates)
+    k = trim_count(len(updates), trim_fraction)
+    out: ModelState = {}
+    for name in names:
+        stacked = np.sort(_stacked(updates, name), axis=0)
+        kept = stacked[k : len(updates) - k]
+        out[name] = kept.mean(axis=0).astype(np.asarray(updates[0][name]).dtype)
+    return out
+
+
+def coordinate_median(updates: Sequence[ModelState]) -> ModelState:
+    """Coordinate-wise median of the updates (unweighted; the mean of the two middle values
+    for an even count)."""
+    names = _check_names(updates)
+    return {
+        name: np.median(_stacked(updates, name), axis=0).astype(np.asarray(updates[0][name]).dtype)
         for name in names
     }
 

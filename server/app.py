@@ -2,14 +2,18 @@
 
 Every round the current global model is pushed to every connected device; each first scores it
 on its held-out (later) comparisons, then trains locally with DP-SGD from it and replies with
-its new weights, its cumulative epsilon and that score. The server averages the updates
-weighted by examples and commits a checkpoint and a progress record; after the last round one
-evaluate message scores the final model.
+its new weights, its cumulative epsilon and that score. The server accepts an update only when
+the device's signed DP record holds (:mod:`fedgaze.server.ledger`) and the update itself passes
+:func:`fedgaze.server.validate.validate_update` (names, shapes, dtype, finite values, the round
+it answers, optionally a norm bound); it combines the accepted ones with FedAvg weighted by
+examples (or the trimmed mean / median, or DP-FedAvg) and commits a checkpoint and a progress
+record; after the last round one evaluate message scores the final model.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import secrets
 import time
 from collections.abc import Iterable
@@ -24,11 +28,18 @@ from flwr.serverapp import Grid, ServerApp
 from fedgaze.atomic import append_line_durable, write_json_atomic
 from fedgaze.federation import protocol
 from fedgaze.federation.arrays import ModelState, from_array_record, to_array_record
-from fedgaze.federation.settings import ServerSettings
+from fedgaze.federation.settings import RoundPlan, ServerSettings
 from fedgaze.model.factory import FEATURE_SET, initial_state, n_features
 from fedgaze.model.store import SavedModel, save_model
-from fedgaze.server.aggregate import dp_fedavg, fedavg, weighted_mean
+from fedgaze.server.aggregate import (
+    coordinate_median,
+    dp_fedavg,
+    fedavg,
+    trimmed_mean,
+    weighted_mean,
+)
 from fedgaze.server.ledger import SERVER_LEDGER_FILE, RoundBook, ServerLedger
+from fedgaze.server.validate import validate_update
 
 app = ServerApp()
 
@@ -166,7 +177,9 @@ def _record_training(
     if report.status == protocol.STATUS_TRAINED and report.examples > 0:
         view.rounds_participated += 1
         view.examples = report.examples
-        view.events.append({"round": rnd, **{k: report.metrics[k] for k in protocol.DP_EVENT_KEYS}})
+        # A hostile reply may omit keys; that must not crash the server's round.
+        event = {k: report.metrics[k] for k in protocol.DP_EVENT_KEYS if k in report.metrics}
+        view.events.append({"round": rnd, **event})
 
 
 def _client_dp_aggregate(
@@ -194,6 +207,82 @@ def _client_dp_aggregate(
         "updates": len(norms),
     }
     return new, record
+
+
+def _round_id(value: float | None) -> int | None:
+    """A whole-number round id from a reply's metrics; None when absent or not a whole number."""
+    if value is None or not math.isfinite(value) or value != int(value):
+        return None
+    return int(value)
+
+
+def _checked_update(
+    msg: Message,
+    report: protocol.DeviceReport,
+    reference: ModelState,
+    rnd: int,
+    settings: ServerSettings,
+) -> tuple[ModelState | None, str]:
+    """The reply's update when it passes :func:`validate_update`, else None and the reason."""
+    arrays = msg.content.array_records.get(protocol.ARRAYS)
+    if arrays is None:
+        return None, "trained reply carries no model arrays"
+    try:
+        update = from_array_record(arrays)
+    except Exception as err:  # a hostile reply may carry anything that fails to decode
+        return None, f"model arrays do not decode ({type(err).__name__}: {err})"
+    reported = report.metrics.get(protocol.SERVER_ROUND)
+    reason = validate_update(
+        update,
+        reference,
+        server_round=rnd,
+        reported_round=_round_id(reported),
+        max_update_norm=settings.max_update_norm,
+    )
+    if reason is not None:
+        return None, f"update refused: {reason}"
+    return update, ""
+
+
+def accept_updates(
+    trained: list[tuple[protocol.DeviceReport, Message]],
+    state: ModelState,
+    plan: RoundPlan,
+    book: RoundBook,
+    ledger: ServerLedger,
+    settings: ServerSettings,
+    devices: dict[str, DeviceLedgerView],
+) -> list[tuple[ModelState, int]]:
+    """The updates of round ``plan.server_round`` that may be aggregated into ``state``.
+
+    A trained reply counts only when the ledger admits its signed record and its update passes
+    :func:`validate_update`; every refusal is noted in ``book`` with its reason.
+    """
+    updates = []
+    for report, msg in trained:
+        trained_update = report.status == protocol.STATUS_TRAINED and report.examples > 0
+        accepted = trained_update and ledger.admit(report, plan, book, settings.max_device_epsilon)
+        update = None
+        if accepted:
+            update, reason = _checked_update(msg, report, state, plan.server_round, settings)
+            if update is None:
+                book.reject_admitted(report, reason)
+                accepted = False
+        _record_training(
+            devices, report, plan.server_round, refused=trained_update and not accepted
+        )
+        if update is not None:
+            updates.append((update, report.examples))
+    return updates
+
+
+def aggregate(updates: list[tuple[ModelState, int]], settings: ServerSettings) -> ModelState:
+    """Combine the accepted updates with the rule ``settings.aggregation`` names."""
+    if settings.aggregation == "trimmed-mean":
+        return trimmed_mean([u for u, _ in updates], settings.trim_fraction)
+    if settings.aggregation == "median":
+        return coordinate_median([u for u, _ in updates])
+    return fedavg(updates)
 
 
 def run_federation(grid: Grid, settings: ServerSettings) -> dict[str, Any]:
@@ -234,24 +323,15 @@ def _run_rounds(
         trained, failures = outcome.reports, outcome.failures
         evaluations.append(_evaluation((r for r, _ in trained), rnd - 1))
         emit(run_dir, "evaluation", **evaluations[-1])
-        updates = []
         book = RoundBook()
-        for report, msg in trained:
-            trained_update = report.status == protocol.STATUS_TRAINED and report.examples > 0
-            accepted = trained_update and ledger.admit(
-                report, round_plan, book, settings.max_device_epsilon
-            )
-            _record_training(devices, report, rnd, refused=trained_update and not accepted)
-            if accepted:
-                arrays = msg.content.array_records[protocol.ARRAYS]
-                updates.append((from_array_record(arrays), report.examples))
+        updates = accept_updates(trained, state, round_plan, book, ledger, settings, devices)
         central = None
         if updates and settings.client_dp:
             state, central = _client_dp_aggregate(state, updates, settings, len(nodes), rnd)
         elif updates:
-            state = fedavg(updates)
+            state = aggregate(updates, settings)
         _checkpoint(run_dir / "checkpoints" / f"round_{rnd:03d}", state, settings, rnd)
-        ledger.round_end(rnd, book, failures, central)
+        ledger.round_end(rnd, book, failures, central, aggregation=settings.aggregation)
         rounds.append(
             {
                 "round": rnd,

@@ -25,11 +25,13 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from fedgaze.federation.settings import NodeSettings, ServerSettings
+from fedgaze.security.certs import CredentialPaths, check_device_id, provision_credentials
 from fedgaze.server.app import PROGRESS_FILE, RESULT_FILE
 from fedgaze.server.processes import ProcessFailed, Supervisor, free_ports, log_tail, port_in_use
 
 LOOPBACK = "127.0.0.1"
 CONNECTION = "fedgaze"
+CERTS_DIR = "certs"
 
 EventHandler = Callable[[dict[str, Any]], None]
 
@@ -56,6 +58,9 @@ class FederationOutcome:
     wall_seconds: float
     superlink_pid: int
     supernode_pids: tuple[int, ...]
+    tls: bool = False
+    node_auth: bool = False
+    certs_dir: str | None = None
 
 
 def _executable(name: str) -> str:
@@ -122,14 +127,166 @@ clientapp = "fedgaze.client.app:app"
     )
 
 
-def write_flower_config(flwr_home: Path, control_address: str) -> None:
-    """Write the ``flwr`` CLI's config naming our SuperLink connection."""
+def write_flower_config(
+    flwr_home: Path, control_address: str, root_certificates: Path | None = None
+) -> None:
+    """Write the ``flwr`` CLI's config naming our SuperLink connection.
+
+    With ``root_certificates`` (the federation's CA) the CLI reaches the SuperLink's Control
+    API over HTTPS and verifies its certificate; without, it talks plain HTTP (``--insecure``).
+    """
     flwr_home.mkdir(parents=True, exist_ok=True)
+    tls = (
+        f"root-certificates = {json.dumps(str(root_certificates))}\n"
+        if root_certificates is not None
+        else "insecure = true\n"
+    )
     (flwr_home / "config.toml").write_text(
         f'[superlink]\ndefault = "{CONNECTION}"\n\n'
-        f'[superlink.{CONNECTION}]\naddress = "{control_address}"\ninsecure = true\n',
+        f'[superlink.{CONNECTION}]\naddress = "{control_address}"\n{tls}',
         encoding="utf-8",
     )
+
+
+@dataclass(frozen=True)
+class SuperLinkAddresses:
+    """Where a started SuperLink listens (all on loopback)."""
+
+    fleet: str
+    control: str
+    health: str
+
+
+def superlink_command(
+    addresses: SuperLinkAddresses, database: Path, creds: CredentialPaths | None
+) -> list[str]:
+    """``flower-superlink`` argv: TLS with ``creds`` and SuperNode auth on, else ``--insecure``."""
+    host, port = addresses.control.rsplit(":", 1)
+    security = (
+        [
+            "--ssl-certfile",
+            str(creds.server_cert),
+            "--ssl-keyfile",
+            str(creds.server_key),
+            "--ssl-ca-certfile",
+            str(creds.ca_cert),
+            "--enable-supernode-auth",
+        ]
+        if creds is not None
+        else ["--insecure"]
+    )
+    return [
+        _executable("flower-superlink"),
+        *security,
+        "--fleet-api-type",
+        "grpc-rere",
+        "--fleet-api-address",
+        addresses.fleet,
+        "--host",
+        host,
+        "--port",
+        port,
+        "--health-server-address",
+        addresses.health,
+        "--database",
+        str(database),
+        "--disable-runtime-dependency-installation",
+    ]
+
+
+def supernode_command(
+    fleet: str,
+    runtime_port: int,
+    *,
+    root_certificates: Path | None,
+    auth_key: Path | None,
+    node_config: str | None = None,
+    max_wait: float = 60.0,
+    max_retries: int = 10,
+) -> list[str]:
+    """``flower-supernode`` argv: verify the SuperLink with ``root_certificates`` (the CA) and
+    authenticate with ``auth_key``; ``--insecure`` when no CA is given."""
+    argv = [_executable("flower-supernode"), "--grpc-rere"]
+    argv += (
+        ["--insecure"]
+        if root_certificates is None
+        else ["--root-certificates", str(root_certificates)]
+    )
+    if auth_key is not None:
+        argv += ["--auth-supernode-private-key", str(auth_key)]
+    argv += [
+        "--superlink",
+        fleet,
+        "--host",
+        LOOPBACK,
+        "--port",
+        str(runtime_port),
+        "--max-retries",
+        str(max_retries),
+        "--max-wait-time",
+        str(max_wait),
+    ]
+    if node_config is not None:
+        argv += ["--node-config", node_config]
+    return argv
+
+
+def start_superlink(
+    sup: Supervisor,
+    run_dir: Path,
+    env: dict[str, str],
+    creds: CredentialPaths | None,
+    ready_within: float,
+) -> tuple[subprocess.Popen[bytes], SuperLinkAddresses, list[str]]:
+    """Start a SuperLink on free loopback ports, wait until it is healthy, and write the
+    ``flwr`` CLI config (``FLWR_HOME`` from ``env``) that reaches its Control API."""
+    fleet_port, control_port, health_port = free_ports(3)
+    addresses = SuperLinkAddresses(
+        fleet=f"{LOOPBACK}:{fleet_port}",
+        control=f"{LOOPBACK}:{control_port}",
+        health=f"{LOOPBACK}:{health_port}",
+    )
+    argv = superlink_command(addresses, run_dir / "superlink.db", creds)
+    proc = sup.start("superlink", argv, env)
+    # The health service is plain gRPC even when the APIs use TLS (Flower's design).
+    _wait_superlink(sup, addresses.health, fleet_port, ready_within)
+    write_flower_config(
+        Path(env["FLWR_HOME"]), addresses.control, creds.ca_cert if creds is not None else None
+    )
+    return proc, addresses, argv
+
+
+def register_supernodes(
+    sup: Supervisor, env: dict[str, str], public_keys: Sequence[Path], limit: float = 60.0
+) -> list[str]:
+    """Register each public key with the SuperLink (``flwr supernode register``), in parallel.
+
+    Returns the node ids the SuperLink assigned; raises :class:`FederationFailed` with the
+    CLI's output when any registration fails or exceeds ``limit`` seconds.
+    """
+    names = []
+    for i, key in enumerate(public_keys):
+        name = f"register-{i:03d}"
+        sup.start(name, [_executable("flwr"), "supernode", "register", str(key), CONNECTION], env)
+        names.append(name)
+    deadline = time.monotonic() + limit
+    node_ids = []
+    for name in names:
+        proc = sup.children[name]
+        try:
+            code = proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            code = None
+        log = sup.log_path(name).read_text(encoding="utf-8", errors="replace")
+        sup.stop(name)
+        match = re.search(r"SuperNode (\d+) registered", log)
+        if code != 0 or match is None:
+            raise FederationFailed(
+                f"registering a SuperNode key failed ({name}, exit {code}):\n"
+                f"{log_tail(sup.log_path(name))}"
+            )
+        node_ids.append(match[1])
+    return node_ids
 
 
 def _healthy(address: str) -> bool:
@@ -180,12 +337,22 @@ def launch_federation(
     on_event: EventHandler | None = None,
     limits: LaunchLimits | None = None,
     on_started: Callable[[Supervisor], None] | None = None,
+    secure: bool = True,
+    fleet_address_for_nodes: Callable[[str], str] | None = None,
 ) -> FederationOutcome:
     """Start SuperLink, one SuperNode per node, run the fedgaze app, and wait for its end.
 
     Every child is stopped before this returns or raises. ``on_event`` receives each progress
     event of the ServerApp; ``on_started`` gets the supervisor once all processes are up (fault
     tests use it to kill a SuperNode).
+
+    ``secure`` (the default) provisions a fresh CA, SuperLink certificate and per-device keys
+    under ``run_dir/certs``: every Fleet and Control API connection uses TLS verified against
+    that CA, and the SuperLink admits only the provisioned devices' keys. ``secure=False``
+    runs everything in plaintext with no SuperNode authentication.
+
+    ``fleet_address_for_nodes`` maps the SuperLink's Fleet API address to the one SuperNodes
+    are given (the wire test puts a recording proxy in between); default: the same address.
     """
     limits = limits or LaunchLimits()
     if len(nodes) < settings.min_nodes:
@@ -196,59 +363,36 @@ def launch_federation(
     flwr_home = run_dir / "flwr_home"
     env = _child_env(flwr_home)
     t0 = time.monotonic()
+    key_names = [_key_name(i, node.device_id) for i, node in enumerate(nodes)]
+    # A fresh CA, SuperLink certificate and one authentication key pair per device.
+    creds = provision_credentials(run_dir / CERTS_DIR, key_names) if secure else None
     with Supervisor(run_dir / "logs") as sup:
-        fleet_port, control_port, health_port, *node_ports = free_ports(3 + len(nodes))
-        fleet = f"{LOOPBACK}:{fleet_port}"
-        superlink = sup.start(
-            "superlink",
-            [
-                _executable("flower-superlink"),
-                "--insecure",
-                "--fleet-api-type",
-                "grpc-rere",
-                "--fleet-api-address",
-                fleet,
-                "--host",
-                LOOPBACK,
-                "--port",
-                str(control_port),
-                "--health-server-address",
-                f"{LOOPBACK}:{health_port}",
-                "--database",
-                str(run_dir / "superlink.db"),
-                "--disable-runtime-dependency-installation",
-            ],
-            env,
+        superlink, addresses, superlink_argv = start_superlink(
+            sup, run_dir, env, creds, limits.superlink_ready
         )
-        _wait_superlink(sup, f"{LOOPBACK}:{health_port}", fleet_port, limits.superlink_ready)
+        registered: list[str] = []
+        if creds is not None:
+            registered = register_supernodes(
+                sup, env, [creds.device_public_keys[k] for k in key_names]
+            )
+        node_ports = free_ports(len(nodes))
         supernodes = []
+        supernode_argvs = []
         for i, node in enumerate(nodes):
             Path(node.device_dir).mkdir(parents=True, exist_ok=True)
-            supernodes.append(
-                sup.start(
-                    f"supernode-{i:03d}",
-                    [
-                        _executable("flower-supernode"),
-                        "--insecure",
-                        "--grpc-rere",
-                        "--superlink",
-                        fleet,
-                        "--host",
-                        LOOPBACK,
-                        "--port",
-                        str(node_ports[i]),
-                        "--max-retries",
-                        "10",
-                        "--max-wait-time",
-                        str(limits.superlink_ready),
-                        "--node-config",
-                        node.to_node_config_arg(),
-                    ],
-                    env,
-                )
+            argv = supernode_command(
+                fleet_address_for_nodes(addresses.fleet)
+                if fleet_address_for_nodes is not None
+                else addresses.fleet,
+                node_ports[i],
+                root_certificates=creds.ca_cert if creds is not None else None,
+                auth_key=creds.device_keys[key_names[i]] if creds is not None else None,
+                node_config=node.to_node_config_arg(),
+                max_wait=limits.superlink_ready,
             )
+            supernode_argvs.append(argv)
+            supernodes.append(sup.start(f"supernode-{i:03d}", argv, env))
         write_flower_app(run_dir / "flower_app", settings)
-        write_flower_config(flwr_home, f"{LOOPBACK}:{control_port}")
         (run_dir / PROGRESS_FILE).unlink(missing_ok=True)
         sup.start(
             "flwr-run",
@@ -268,10 +412,41 @@ def launch_federation(
         ) from None
     return FederationOutcome(
         server_result=result,
-        fleet_address=fleet,
+        fleet_address=addresses.fleet,
         wall_seconds=time.monotonic() - t0,
         superlink_pid=superlink.pid,
         supernode_pids=tuple(p.pid for p in supernodes),
+        tls=_uses_tls(superlink_argv, supernode_argvs),
+        node_auth=_uses_node_auth(superlink_argv, supernode_argvs, registered),
+        certs_dir=str(creds.directory) if creds is not None else None,
+    )
+
+
+def _key_name(index: int, device_id: str) -> str:
+    """The file name of a device's key pair: its id where that is a safe file name."""
+    try:
+        return check_device_id(device_id)
+    except ValueError:
+        return f"device-{index:03d}"
+
+
+def _uses_tls(superlink: Sequence[str], supernodes: Sequence[Sequence[str]]) -> bool:
+    """True when the SuperLink served TLS and every SuperNode verified it against a CA."""
+    return (
+        "--insecure" not in superlink
+        and "--ssl-certfile" in superlink
+        and all("--insecure" not in a and "--root-certificates" in a for a in supernodes)
+    )
+
+
+def _uses_node_auth(
+    superlink: Sequence[str], supernodes: Sequence[Sequence[str]], registered: Sequence[str]
+) -> bool:
+    """True when the SuperLink admitted only registered keys and every SuperNode had one."""
+    return (
+        "--enable-supernode-auth" in superlink
+        and len(registered) == len(supernodes)
+        and all("--auth-supernode-private-key" in a for a in supernodes)
     )
 
 

@@ -4,8 +4,9 @@
 ``run_dir/server_key.pem`` holds a ``run-start`` record (the settings) and one ``server-round``
 record per round: the participants (device pseudonyms), every accepted device ``dp-round``
 record (the full signed line, byte for byte as the device stored it), every refused update with
-its reason, the aggregation (``fedavg``) and ``central_dp`` (null: client-level DP is not a
-server option yet).
+its reason (a record the server refused, or an update :mod:`fedgaze.server.validate` refused),
+the aggregation (``fedavg``, ``trimmed-mean``, ``median`` or ``dp-fedavg``) and ``central_dp``
+(the client-level DP parameters and epsilon, or null when that is off).
 
 A trained reply is aggregated only if :func:`check_device_record` accepts its record: the hash
 and signature hold, the key is the one pinned for that device in this run (first sight pins
@@ -118,6 +119,14 @@ class RoundBook:
     accepted: list[LedgerRecord] = field(default_factory=list)
     refused: list[Refusal] = field(default_factory=list)
 
+    def reject_admitted(self, report: protocol.DeviceReport, reason: str) -> None:
+        """Move the record just admitted for ``report`` from accepted to refused: its signed
+        record held but its update failed the server's checks (:mod:`fedgaze.server.validate`)."""
+        record = self.accepted.pop()
+        self.refused.append(
+            Refusal(report.node_id, report.device_id, pseudonym(record.signer), reason)
+        )
+
 
 class ServerLedger:
     """The run's server ledger plus the per-run key pins of devices."""
@@ -181,6 +190,7 @@ class ServerLedger:
         book: RoundBook,
         failures: list[str],
         central_dp: dict[str, Any] | None = None,
+        aggregation: str = "fedavg",
     ) -> None:
         self._ledger.append(
             SERVER_ROUND,
@@ -190,7 +200,7 @@ class ServerLedger:
                 "accepted": [r.line() for r in book.accepted],
                 "refused": [r.ledger_entry() for r in book.refused],
                 "failures": list(failures),
-                "aggregation": "fedavg" if central_dp is None else "dp-fedavg",
+                "aggregation": aggregation if central_dp is None else "dp-fedavg",
                 "central_dp": central_dp,
                 "time": _now(),
             },

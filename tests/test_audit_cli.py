@@ -180,53 +180,21 @@ def test_audit_verify_export_and_budget_commands(
     assert main(["client", "budget", "--device-dir", str(tampered / "devices" / "big")]) == 1
 
 
-def _self_signed(tmp_path: Path) -> tuple[bytes, bytes]:
-    """A throwaway certificate for 127.0.0.1 (the test's own CA-less TLS)."""
-    import datetime
-    import ipaddress
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "fedgaze-audit-test")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=1))
-        .not_valid_after(now + datetime.timedelta(hours=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False,
-        )
-        .sign(key, hashes.SHA256())
-    )
-    key_pem = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
-    return cert.public_bytes(serialization.Encoding.PEM), key_pem
-
-
 def test_audit_service_over_tls_and_refusals(run_dir: Path, tmp_path: Path) -> None:
     import grpc
 
+    from fedgaze.security.certs import make_ca, make_server_cert
     from fedgaze.server.audit_service import is_loopback, serve_audit
     from fedgaze.v1 import audit_pb2, audit_pb2_grpc
 
     assert is_loopback("127.0.0.1:1") and is_loopback("[::1]:1") and is_loopback("localhost:1")
     assert not is_loopback("0.0.0.0:1") and not is_loopback("10.0.0.1:1")
-    cert, key = _self_signed(tmp_path)
+    ca = make_ca()
+    served = make_server_cert(ca, ["127.0.0.1"])
+    cert, key = served.cert, served.key
     server, port = serve_audit(run_dir, "127.0.0.1:0", tls_cert=cert, tls_key=key)
     try:
-        creds = grpc.ssl_channel_credentials(root_certificates=cert)
+        creds = grpc.ssl_channel_credentials(root_certificates=ca.cert)
         with grpc.secure_channel(f"127.0.0.1:{port}", creds) as channel:
             stub = audit_pb2_grpc.PrivacyAuditStub(channel)
             verdict = stub.Verify(audit_pb2.VerifyRequest(), timeout=30)

@@ -60,8 +60,8 @@ def _device() -> Device:
 
 def test_roundtrip_is_exact(tmp_path: Path) -> None:
     device = _device()
-    save_device(tmp_path, device)
-    back = load_device(tmp_path)
+    save_device(tmp_path / "store", device)
+    back = load_device(tmp_path / "store")
     assert back.device_id == device.device_id and dict(back.calibration) == {3: 71.0}
     for a, b in zip(device.queries, back.queries, strict=True):
         assert (a.query_id, a.prompt, a.response_right, a.preference, a.shown_at_ms) == (
@@ -80,26 +80,42 @@ def test_roundtrip_is_exact(tmp_path: Path) -> None:
 
 
 def test_corrupt_or_missing_files_are_named(tmp_path: Path) -> None:
-    with pytest.raises(StoreError, match=r"device\.json"):
-        load_device(tmp_path)
-    save_device(tmp_path, _device())
-    (blob,) = tmp_path.glob("samples-*.npz")
+    store = tmp_path / "store"
+    with pytest.raises(StoreError, match=r"device\.json\.enc"):
+        load_device(store)
+    save_device(store, _device())
+    (blob,) = store.glob("samples-*.npz.enc")
     blob.write_bytes(b"\x00" * 10)
     with pytest.raises(StoreError, match=blob.name):
-        load_device(tmp_path)
-    save_device(tmp_path, _device())
-    (tmp_path / "device.json").write_text("{not json")
-    with pytest.raises(StoreError, match=r"device\.json"):
-        load_device(tmp_path)
+        load_device(store)
+    blob.unlink()
+    with pytest.raises(StoreError, match=rf"{blob.name}: missing"):
+        load_device(store)
+    save_device(store, _device())
+    (store / "device.json.enc").write_text("{not json")
+    with pytest.raises(StoreError, match=r"device\.json\.enc"):
+        load_device(store)
 
 
 def test_crash_between_blob_and_manifest_keeps_old_store(tmp_path: Path) -> None:
     """A new samples file without its manifest (a crash mid-save) leaves the old store intact."""
+    store = tmp_path / "store"
     old = _device()
-    save_device(tmp_path, old)
-    (tmp_path / "samples-0123456789abcdef.npz").write_bytes(b"half-written new samples")
-    back = load_device(tmp_path)
+    save_device(store, old)
+    (store / "samples-0123456789abcdef.npz.enc").write_bytes(b"half-written new samples")
+    back = load_device(store)
     assert [q.query_id for q in back.queries] == [q.query_id for q in old.queries]
-    save_device(tmp_path, Device("worker_x", old.queries[:1]))
-    assert len(list(tmp_path.glob("samples-*.npz"))) == 1
-    assert len(load_device(tmp_path).queries) == 1
+    save_device(store, Device("worker_x", old.queries[:1]))
+    assert len(list(store.glob("samples-*.npz.enc"))) == 1
+    assert len(load_device(store).queries) == 1
+
+
+def test_saving_the_same_data_again_keeps_the_store_valid(tmp_path: Path) -> None:
+    """Same samples -> same file name; a rewrite (fresh nonce) must not break the manifest."""
+    store = tmp_path / "store"
+    save_device(store, _device())
+    (first,) = store.glob("samples-*.npz.enc")
+    save_device(store, _device())
+    (second,) = store.glob("samples-*.npz.enc")
+    assert first.name == second.name
+    assert len(load_device(store).queries) == 3

@@ -1,6 +1,7 @@
 """Provisioning the devices of a local federation: one device directory per person.
 
-For the synthetic cohort each device's generated data is written into its own device store;
+For the synthetic cohort each device's generated data is written into its own device store,
+encrypted under a key file of its own (``store.key`` in the device directory, mode 0600);
 for IFLLM each device reads only its own worker's files from the IFLLM folder. Either way a
 device directory also receives its privacy state as it trains.
 """
@@ -11,6 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from fedgaze.client.store import save_device
+from fedgaze.client.store_crypto import KEY_FILE
 from fedgaze.data.ifllm import labelled_comparison_counts
 from fedgaze.data.synthetic import generate_cohort
 from fedgaze.federation.settings import NodeSettings
@@ -23,13 +25,15 @@ def provision_synthetic(
     nodes = []
     for device in generate_cohort(n_devices, seed=seed):
         device_dir = devices_dir / device.device_id
-        save_device(device_dir / "store", device)
+        key_path = device_dir / KEY_FILE
+        save_device(device_dir / "store", device, key_path=key_path)
         nodes.append(
             NodeSettings(
                 device_id=device.device_id,
                 device_dir=str(device_dir),
                 data=str(device_dir / "store"),
                 data_format="store",
+                store_key=str(key_path),
                 epsilon_budget=epsilon_budget,
                 delta=delta,
             )

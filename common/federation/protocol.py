@@ -2,6 +2,7 @@
 
 Train request:  ``arrays`` (global model), ``config`` (a :class:`RoundPlan`).
 Train reply:    ``arrays`` (the device's new local model, when it trained), ``metrics``: the
+                round it answers (``server-round``, checked against the round asked), the
                 example count, the DP-SGD parameters of this round and the device's cumulative
                 epsilon, plus the held-out evaluation of the *received* model; ``device``
                 (ConfigRecord: ``device-id`` and ``status``); ``dp-record`` (ConfigRecord, when it
@@ -25,6 +26,7 @@ DEVICE = "device"
 DP_RECORD = "dp-record"
 DP_RECORD_LINE = "line"
 
+SERVER_ROUND = "server-round"
 NUM_EXAMPLES = "num-examples"
 EVAL_EXAMPLES = "eval-examples"
 EVAL_LOSS = "eval-loss"

@@ -51,6 +51,8 @@ class NodeSettings(_Frozen):
     data: str = Field(min_length=1)
     data_format: Literal["store", "ifllm"] = "store"
     worker: str | None = None
+    store_key: str | None = None
+    """The device store's key file (None: ``store.key`` next to the store folder)."""
     epsilon_budget: float = Field(gt=0)
     delta: float = Field(gt=0, lt=1)
 
@@ -119,11 +121,26 @@ class ServerSettings(TrainingPlan):
     """Client-level DP of the aggregate (both set: on; see :mod:`fedgaze.privacy.central`):
     every update's change is clipped to ``client_dp_clip_norm`` and the sum gets Gaussian noise
     of ``client_dp_noise_multiplier`` times that norm; every device takes part every round."""
+    aggregation: Literal["fedavg", "trimmed-mean", "median"] = "fedavg"
+    """How accepted updates are combined (see :mod:`fedgaze.server.aggregate`): FedAvg weighted
+    by examples, or the coordinate-wise trimmed mean or median (unweighted, robust to a minority
+    of hostile updates). Client-level DP always uses DP-FedAvg: combining it with a robust rule
+    is refused (the DP analysis assumes the clipped sum)."""
+    trim_fraction: float = Field(default=0.1, ge=0, lt=0.5)
+    """Trimmed mean: the fraction of updates dropped at each end, per coordinate (rounded up)."""
+    max_update_norm: float | None = Field(default=None, gt=0, allow_inf_nan=False)
+    """An update whose L2 distance from the model the server sent exceeds this is refused
+    (None: no bound; non-finite, misshapen and stale updates are always refused)."""
 
     @model_validator(mode="after")
     def _client_dp_both_or_neither(self) -> ServerSettings:
         if (self.client_dp_noise_multiplier is None) != (self.client_dp_clip_norm is None):
             raise ValueError("client-dp-noise-multiplier and client-dp-clip-norm go together")
+        if self.client_dp_noise_multiplier is not None and self.aggregation != "fedavg":
+            raise ValueError(
+                f"aggregation {self.aggregation!r} cannot be combined with client-level DP "
+                "(client-dp-noise-multiplier), which always aggregates with DP-FedAvg"
+            )
         return self
 
     @property

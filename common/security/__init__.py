@@ -1,0 +1,1 @@
+"""Transport security: TLS certificates and SuperNode authentication keys."""
