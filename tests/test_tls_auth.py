@@ -255,3 +255,36 @@ def test_federation_runs_with_tls_and_node_auth_by_default(tmp_path: Path) -> No
     assert "register-node" in superlink_log
     config = (run_dir / "flwr_home" / "config.toml").read_text()
     assert "root-certificates" in config and "insecure" not in config
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(240)
+def test_revoked_device_is_refused(tmp_path: Path) -> None:
+    """A key that was registered and then unregistered (revoked) can no longer join."""
+    creds = provision_credentials(tmp_path / "certs", ["c"])
+    env = _child_env(tmp_path / "flwr_home")
+    with Supervisor(tmp_path / "logs") as sup:
+        _, addresses, _ = start_superlink(sup, tmp_path, env, creds, 60.0)
+        (node_id,) = register_supernodes(sup, env, [creds.device_public_keys["c"]])
+        revoke = subprocess.run(
+            [_executable("flwr"), "supernode", "unregister", node_id, CONNECTION],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=env,
+        )
+        assert revoke.returncode == 0, revoke.stdout + revoke.stderr
+        (port,) = free_ports(1)
+        argv = supernode_command(
+            addresses.fleet,
+            port,
+            root_certificates=creds.ca_cert,
+            auth_key=creds.device_keys["c"],
+            max_wait=JOIN_LIMIT,
+            max_retries=2,
+        )
+        proc = sup.start("supernode-revoked", argv, env)
+        code = _wait_exit(proc, JOIN_LIMIT)
+        node_log = log_tail(sup.log_path("supernode-revoked"), 60)
+        assert code is not None and code != 0, f"revoked SuperNode kept running:\n{node_log}"
+        assert "Failed to activate SuperNode" in node_log
