@@ -163,6 +163,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     feats.add_argument("--workers", help="comma-separated worker ids (default: all)")
     _add_audit_parsers(sub)
+    server = sub.add_parser("server", help="commands for the operator of the federation server")
+    server_sub = server.add_subparsers(dest="server_command", required=True)
+    status = server_sub.add_parser("status", help="state of a run: rounds, devices, refusals")
+    status.add_argument("run_dir", type=_existing_dir, help="the run directory")
+    status.add_argument("--json", action="store_true", help="machine-readable output")
     client = sub.add_parser("client", help="commands for a person on their own device")
     client_sub = client.add_subparsers(dest="client_command", required=True)
     budget = client_sub.add_parser(
@@ -511,6 +516,50 @@ def _cmd_client(args: argparse.Namespace, console: Console) -> int:
     return 1 if view.problems else 0
 
 
+def _num(value: object) -> str:
+    return f"{value:.3f}" if isinstance(value, float) else str(value)
+
+
+def _cmd_server(args: argparse.Namespace, console: Console) -> int:
+    import dataclasses
+    import json
+
+    from fedgaze.server.status import run_status
+
+    st = run_status(args.run_dir)
+    if args.json:
+        data = {**dataclasses.asdict(st), "run_dir": str(st.run_dir)}
+        sys.stdout.write(json.dumps(data, indent=2) + "\n")
+        return 0 if st.state in ("running", "finished") else 1
+    color = {"finished": "green", "running": "cyan"}.get(st.state, "red")
+    planned = st.rounds_planned if st.rounds_planned is not None else "?"
+    console.print(
+        f"run {escape(str(st.run_dir))}: [{color}]{st.state}[/{color}], "
+        f"{st.rounds_completed}/{planned} rounds, {len(st.live_processes)} live processes, "
+        f"server ledger: {st.ledger_records if st.ledger_records is not None else 'none'} records",
+        soft_wrap=True,
+    )
+    if st.last_evaluation:
+        ev = st.last_evaluation
+        console.print(
+            f"  last evaluation (model after round {ev.get('round')}): accuracy "
+            f"{_num(ev.get('accuracy'))}, personalized {_num(ev.get('accuracy_personal'))}, "
+            f"n={ev.get('eval_examples')}",
+            soft_wrap=True,
+        )
+    for d in st.devices:
+        console.print(
+            f"  device {escape(str(d.get('device_id')))}: {d.get('status')}, "
+            f"epsilon {float(d.get('epsilon') or 0.0):.3f}",
+            soft_wrap=True,
+        )
+    for r in st.refused:
+        console.print(f"  [red]refused[/red]: {escape(str(r))}", soft_wrap=True, highlight=False)
+    for f in st.failures:
+        console.print(f"  [red]failure[/red]: {escape(f)}", soft_wrap=True, highlight=False)
+    return 0 if st.state in ("running", "finished") else 1
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``fedgaze`` console script; returns the process exit code."""
     os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
@@ -525,6 +574,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "features": _cmd_features,
         "audit": _cmd_audit,
         "client": _cmd_client,
+        "server": _cmd_server,
     }
     try:
         return handlers[args.command](args, console)

@@ -226,6 +226,16 @@ def test_client_level_dp_is_applied_recorded_and_exported(
     assert central["epsilon"] == pytest.approx(acc.get_epsilon(central["delta"]), rel=1e-2)
 
 
+def test_server_status_of_the_finished_run(run: tuple[Path, dict[str, Any], str]) -> None:
+    from fedgaze.server.status import run_status
+
+    run_dir, _, _ = run
+    st = run_status(run_dir)
+    assert st.state == "finished" and st.rounds_completed == st.rounds_planned == 2
+    assert st.ledger_records == 3 and not st.live_processes and not st.refused
+    assert fedgaze_main(["server", "status", str(run_dir)]) == 0
+
+
 def test_progress_was_shown(run: tuple[Path, dict[str, Any], str]) -> None:
     _, _, printed = run
     assert "round 1: held-out accuracy" in printed and "round 2" in printed
