@@ -98,6 +98,19 @@ class LedgerRecord:
         sig = base64.b64encode(key.sign(bytes.fromhex(digest))).decode("ascii")
         return cls(seq=seq, prev=prev, kind=kind, body=body, signer=signer, hash=digest, sig=sig)
 
+    @classmethod
+    def sign_next(
+        cls, key: Ed25519PrivateKey, tip: LedgerRecord | None, kind: str, body: dict[str, Any]
+    ) -> LedgerRecord:
+        """The record that follows ``tip`` (the genesis record when ``tip`` is None)."""
+        return cls.sign(
+            key,
+            seq=tip.seq + 1 if tip else 0,
+            prev=tip.hash if tip else GENESIS,
+            kind=kind,
+            body=body,
+        )
+
     def to_json(self) -> dict[str, Any]:
         return {
             "seq": self.seq,
@@ -397,13 +410,7 @@ class JsonlLedger:
     def append(self, kind: str, body: dict[str, Any]) -> LedgerRecord:
         """Sign and durably append one record (fsynced before this returns)."""
         tip = self._records[-1] if self._records else None
-        record = LedgerRecord.sign(
-            self._key,
-            seq=tip.seq + 1 if tip else 0,
-            prev=tip.hash if tip else GENESIS,
-            kind=kind,
-            body=body,
-        )
+        record = LedgerRecord.sign_next(self._key, tip, kind, body)
         append_line_durable(self.path, record.line())
         self._records.append(record)
         return record
@@ -449,13 +456,7 @@ class SqliteLedger:
         try:
             row = conn.execute("SELECT seq, line FROM records ORDER BY seq DESC LIMIT 1").fetchone()
             tip = LedgerRecord.parse(row[1]) if row else None
-            record = LedgerRecord.sign(
-                self._key,
-                seq=tip.seq + 1 if tip else 0,
-                prev=tip.hash if tip else GENESIS,
-                kind=kind,
-                body=body,
-            )
+            record = LedgerRecord.sign_next(self._key, tip, kind, body)
             conn.execute(
                 "INSERT INTO records (seq, line) VALUES (?, ?)", (record.seq, record.line())
             )
