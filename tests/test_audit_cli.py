@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from settings_factory import server_settings
 
 from fedgaze.cli import main
 from fedgaze.federation import protocol
@@ -27,24 +28,10 @@ RUN = "run-x"
 
 
 def _settings(run_dir: Path, **kw: object) -> ServerSettings:
-    base: dict[str, object] = dict(
-        run_dir=str(run_dir),
-        run_key=RUN,
-        rounds=1,
-        min_nodes=2,
-        node_wait_timeout=5,
-        round_timeout=5,
-        hidden=4,
-        noise_multiplier=1.1,
-        max_grad_norm=1.0,
-        batch_size=8,
-        local_epochs=1,
-        lr=0.1,
-        holdout=0.25,
-        seed=0,
+    fields: dict[str, object] = dict(
+        run_dir=str(run_dir), run_key=RUN, rounds=1, noise_multiplier=1.1, batch_size=8, seed=0
     )
-    base.update(kw)
-    return ServerSettings(**base)  # type: ignore[arg-type]
+    return server_settings(**{**fields, **kw})
 
 
 def _device(run_dir: Path, name: str, rate: float, budget: float = 50.0) -> LedgerRecord:

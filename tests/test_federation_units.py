@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from settings_factory import server_settings
 
 from fedgaze.data.split import chronological_split
 from fedgaze.federation.settings import NodeSettings, ServerSettings, SettingsError
@@ -19,24 +20,7 @@ from fedgaze.server.processes import Supervisor, free_ports, port_in_use
 
 
 def _server_settings(**kw: object) -> ServerSettings:
-    base: dict[str, object] = dict(
-        run_dir="/tmp/x",
-        run_key="k",
-        rounds=2,
-        min_nodes=2,
-        node_wait_timeout=5,
-        round_timeout=5,
-        hidden=4,
-        noise_multiplier=1.0,
-        max_grad_norm=1.0,
-        batch_size=4,
-        local_epochs=1,
-        lr=0.1,
-        holdout=0.25,
-        seed=3,
-    )
-    base.update(kw)
-    return ServerSettings(**base)  # type: ignore[arg-type]
+    return server_settings(**kw)
 
 
 def test_server_settings_roundtrip_and_plan() -> None:

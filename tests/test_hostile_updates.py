@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from settings_factory import server_settings
 
 from fedgaze.federation import protocol
 from fedgaze.federation.arrays import ModelState, to_array_record
@@ -129,23 +130,7 @@ def test_robust_rules_stay_in_the_honest_range_where_fedavg_does_not() -> None:
 
 
 def _settings(**kw: Any) -> ServerSettings:
-    base: dict[str, Any] = dict(
-        run_dir="/tmp/x",
-        run_key="k",
-        rounds=3,
-        min_nodes=2,
-        node_wait_timeout=5,
-        round_timeout=5,
-        hidden=4,
-        noise_multiplier=1.0,
-        max_grad_norm=1.0,
-        batch_size=4,
-        local_epochs=1,
-        lr=0.1,
-        holdout=0.25,
-    )
-    base.update(kw)
-    return ServerSettings(**base)
+    return server_settings(**{"rounds": 3, "seed": 0, **kw})
 
 
 def test_settings_fields_and_the_refused_combination() -> None:
