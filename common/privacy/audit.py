@@ -10,14 +10,13 @@ problem. Opacus' and dp_accounting's RDP differ by up to ~0.04% at fractional or
 
 from __future__ import annotations
 
-import logging
 import math
-from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from fedgaze.privacy.central import quiet_absl
 from fedgaze.privacy.device_ledger import DP_ROUND, LEDGER_FILE
 from fedgaze.privacy.keys import pseudonym
 from fedgaze.privacy.ledger import LedgerRecord, VerifyReport, verify_jsonl, verify_sqlite
@@ -27,18 +26,6 @@ RDP_TOLERANCE = 1e-2
 
 SECRET_FIELDS = ("noise_seed", "input_digest", "output_digest")
 SERVER_LEDGER_FILE = "server_ledger.db"  # same name as fedgaze.server.ledger (common: no import)
-
-
-@contextmanager
-def _quiet_absl() -> Iterator[None]:
-    """dp_accounting logs (through absl) every RDP order it skips; that is expected here."""
-    log = logging.getLogger("absl")
-    level = log.level
-    log.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        log.setLevel(level)
 
 
 def _event(sigma: float, q: float, steps: int) -> Any:
@@ -55,7 +42,7 @@ def rdp_epsilons(entries: Sequence[tuple[float, float, int, float]]) -> list[flo
 
     acc = rdp.RdpAccountant()
     out = []
-    with _quiet_absl():
+    with quiet_absl():
         for sigma, q, steps, delta in entries:
             acc.compose(_event(sigma, q, steps))
             out.append(float(acc.get_epsilon(delta)))
@@ -69,7 +56,7 @@ def pld_epsilon(entries: Sequence[tuple[float, float, int]], delta: float) -> fl
     if not entries:
         return 0.0
     acc = pld.PLDAccountant()
-    with _quiet_absl():
+    with quiet_absl():
         for sigma, q, steps in entries:
             acc.compose(_event(sigma, q, steps))
         return float(acc.get_epsilon(delta))

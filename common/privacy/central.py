@@ -16,6 +16,8 @@ hand-written bound.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Literal
 
 import dp_accounting
@@ -39,6 +41,19 @@ class CentralDPConfig(BaseModel):
     clip_norm: float = Field(gt=0, allow_inf_nan=False)
     sample_rate: float = Field(default=1.0, gt=0, le=1)
     delta: float = Field(default=1e-5, gt=0, lt=1)
+
+
+@contextmanager
+def quiet_absl() -> Iterator[None]:
+    """Silence dp_accounting's notices while accounting: it logs (through absl) each
+    fractional RDP order it cannot evaluate and then excludes it (the bound stays valid)."""
+    log = logging.getLogger("absl")
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        log.setLevel(level)
 
 
 def _event(noise_multiplier: float, sample_rate: float, rounds: int) -> dp_accounting.DpEvent:
@@ -70,16 +85,9 @@ def central_epsilon(
         if accountant == "rdp"
         else dp_accounting.pld.PLDAccountant()
     )
-    absl = logging.getLogger("absl")
-    level = absl.level
-    # dp_accounting logs each fractional RDP order it cannot evaluate and then excludes it
-    # (the bound stays valid); those notices would drown the caller's output.
-    absl.setLevel(logging.ERROR)
-    try:
+    with quiet_absl():
         acc.compose(event)
         return float(acc.get_epsilon(delta))
-    finally:
-        absl.setLevel(level)
 
 
 def calibrate_central_noise(

@@ -13,33 +13,23 @@ from __future__ import annotations
 import base64
 import html
 import io
-import logging
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-import dp_accounting
+from fedgaze.privacy.audit import rdp_epsilons
 
 __all__ = ["cumulative_epsilons", "privacy_statement", "render_report"]
 
 
 def cumulative_epsilons(events: Sequence[Mapping[str, Any]], delta: float) -> list[float]:
     """Epsilon at ``delta`` after each event (Poisson-subsampled Gaussian, RDP accountant)."""
-    acc = dp_accounting.rdp.RdpAccountant()
-    out = []
-    absl = logging.getLogger("absl")
-    level = absl.level
-    absl.setLevel(logging.ERROR)  # dp_accounting logs each RDP order it has to skip
-    try:
-        for ev in events:
-            gaussian = dp_accounting.GaussianDpEvent(float(ev["noise_multiplier"]))
-            rate = float(ev["sample_rate"])
-            one = gaussian if rate >= 1.0 else dp_accounting.PoissonSampledDpEvent(rate, gaussian)
-            acc.compose(dp_accounting.SelfComposedDpEvent(one, int(ev["steps"])))
-            out.append(float(acc.get_epsilon(delta)))
-    finally:
-        absl.setLevel(level)
-    return out
+    return rdp_epsilons(
+        [
+            (float(ev["noise_multiplier"]), float(ev["sample_rate"]), int(ev["steps"]), delta)
+            for ev in events
+        ]
+    )
 
 
 def privacy_statement(export: Mapping[str, Any]) -> str:
