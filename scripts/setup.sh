@@ -10,3 +10,8 @@ fi
 .venv/bin/python -m pip install --quiet --upgrade pip
 # constraints.txt pins the CPU torch wheel and the Flower line whose Fleet API is gRPC.
 .venv/bin/python -m pip install --quiet -c constraints.txt -e ".[dev]"
+# Browser tests drive Debian's Chromium through Playwright (never `playwright install`).
+if [ ! -x /usr/bin/chromium ] && command -v apt-get >/dev/null 2>&1; then
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq && $SUDO apt-get install -y -qq chromium chromium-driver >/dev/null
+fi

@@ -1,0 +1,1 @@
+"""The client agent: enrollment, configuration and the supervised capture + SuperNode tree."""

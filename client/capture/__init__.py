@@ -1,0 +1,1 @@
+"""Capture on the device: browser and native gaze/mouse samples into the encrypted store."""
