@@ -30,7 +30,7 @@ from fedgaze.federation import protocol
 from fedgaze.federation.arrays import ModelState, from_array_record, to_array_record
 from fedgaze.federation.settings import RoundPlan, ServerSettings
 from fedgaze.model.factory import FEATURE_SET, initial_state, n_features
-from fedgaze.model.store import SavedModel, save_model
+from fedgaze.model.store import ModelDirError, SavedModel, load_model, save_model
 from fedgaze.server.aggregate import (
     coordinate_median,
     dp_fedavg,
@@ -38,7 +38,14 @@ from fedgaze.server.aggregate import (
     trimmed_mean,
     weighted_mean,
 )
-from fedgaze.server.ledger import SERVER_LEDGER_FILE, RoundBook, ServerLedger
+from fedgaze.server.ledger import (
+    SERVER_LEDGER_FILE,
+    ResumeError,
+    RoundBook,
+    ServerLedger,
+    ledger_progress,
+    resume_conflicts,
+)
 from fedgaze.server.validate import validate_update
 
 app = ServerApp()
@@ -292,47 +299,145 @@ def run_federation(grid: Grid, settings: ServerSettings) -> dict[str, Any]:
     scores it on its held-out comparisons, then trains from it. So every model is evaluated on
     the devices without a separate message per round (each message starts a ClientApp
     process); one final evaluate message scores the last model.
+
+    With ``settings.resume`` the run recorded in ``run_dir`` continues after its last
+    committed round (the last ``server-round`` record of the server ledger) from that round's
+    checkpoint; a round that was under way when the server stopped is run again, and devices
+    answer it by replaying what they already paid for (see ``fedgaze.privacy.dp_train``).
     """
     run_dir = Path(settings.run_dir)
+    progress = _start_or_resume(run_dir, settings)
     emit(run_dir, "waiting", min_nodes=settings.min_nodes)
     nodes = wait_for_nodes(grid, settings.min_nodes, settings.node_wait_timeout)
-    emit(run_dir, "started", nodes=len(nodes), rounds=settings.rounds)
-
+    emit(
+        run_dir,
+        "started",
+        nodes=len(nodes),
+        rounds=settings.rounds,
+        resumed_after=progress.completed if settings.resume else None,
+    )
     ledger = ServerLedger(run_dir)
     try:
-        return _run_rounds(grid, settings, run_dir, nodes, ledger)
+        if settings.resume:
+            ledger.restore_pins(progress.pins)
+            ledger.run_resume(settings, progress.completed)
+        else:
+            ledger.run_start(settings)
+            _checkpoint(run_dir, progress, settings)
+        return _run_rounds(grid, settings, run_dir, nodes, ledger, progress)
     finally:
         ledger.close()
 
 
+@dataclass
+class RunProgress:
+    """Everything the server carries from round to round; each checkpoint stores it."""
+
+    completed: int
+    state: ModelState
+    rounds: list[dict[str, Any]] = field(default_factory=list)
+    evaluations: list[dict[str, Any]] = field(default_factory=list)
+    devices: dict[str, DeviceLedgerView] = field(default_factory=dict)
+    pins: dict[str, str] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        """The checkpoint's record of the run so far (the weights are stored beside it)."""
+        return {
+            "completed": self.completed,
+            "rounds": self.rounds,
+            "evaluations": self.evaluations,
+            "devices": [asdict(d) for d in self.devices.values()],
+            "pins": self.pins,
+        }
+
+    @classmethod
+    def from_checkpoint(cls, saved: SavedModel) -> RunProgress:
+        """Rebuild the progress a checkpoint recorded."""
+        data = saved.provenance[PROGRESS_KEY]
+        views = [DeviceLedgerView(**d) for d in data["devices"]]
+        return cls(
+            completed=int(data["completed"]),
+            state=saved.state,
+            rounds=list(data["rounds"]),
+            evaluations=list(data["evaluations"]),
+            devices={v.device_id: v for v in views},
+            pins=dict(data["pins"]),
+        )
+
+
+PROGRESS_KEY = "server_progress"
+
+
+def checkpoint_dir(run_dir: Path, rnd: int) -> Path:
+    """Where the model after round ``rnd`` (0: the initial model) is checkpointed."""
+    return run_dir / "checkpoints" / f"round_{rnd:03d}"
+
+
+def _start_or_resume(run_dir: Path, settings: ServerSettings) -> RunProgress:
+    """The progress to start from: round 0 for a new run, the last committed round's
+    checkpoint for a resumed one; :class:`ResumeError` when the run directory disagrees."""
+    recorded = ledger_progress(run_dir)
+    if not settings.resume:
+        if recorded.settings is not None:
+            raise ResumeError(
+                f"{run_dir} already holds run {recorded.settings.get('run_key')!r} "
+                f"({recorded.last_round} rounds committed); resume it or use a new run directory"
+            )
+        return RunProgress(0, initial_state(settings.hidden, settings.seed))
+    if recorded.settings is None:
+        raise ResumeError(f"{run_dir} holds no started run to resume")
+    conflicts = resume_conflicts(recorded.settings, settings)
+    if conflicts:
+        raise ResumeError("cannot resume with changed settings: " + "; ".join(conflicts))
+    if settings.rounds < recorded.last_round:
+        raise ResumeError(
+            f"rounds {settings.rounds} is below the {recorded.last_round} already committed"
+        )
+    try:
+        saved = load_model(checkpoint_dir(run_dir, recorded.last_round))
+        progress = RunProgress.from_checkpoint(saved)
+    except (ModelDirError, KeyError, TypeError, ValueError) as err:
+        raise ResumeError(
+            f"the checkpoint of committed round {recorded.last_round} is unusable: {err}"
+        ) from None
+    if progress.completed != recorded.last_round:
+        raise ResumeError(
+            f"checkpoint round_{recorded.last_round:03d} records round {progress.completed}"
+        )
+    return progress
+
+
 def _run_rounds(
-    grid: Grid, settings: ServerSettings, run_dir: Path, nodes: list[int], ledger: ServerLedger
+    grid: Grid,
+    settings: ServerSettings,
+    run_dir: Path,
+    nodes: list[int],
+    ledger: ServerLedger,
+    progress: RunProgress,
 ) -> dict[str, Any]:
-    ledger.run_start(settings)
-    state = initial_state(settings.hidden, settings.seed)
-    _checkpoint(run_dir / "checkpoints" / "round_000", state, settings, 0)
-    devices: dict[str, DeviceLedgerView] = {}
-    evaluations: list[dict[str, Any]] = []
-    rounds: list[dict[str, Any]] = []
-    for rnd in range(1, settings.rounds + 1):
+    for rnd in range(progress.completed + 1, settings.rounds + 1):
         t0 = time.monotonic()
         round_plan = settings.plan(rnd)
         plan = round_plan.to_config()
+        state = progress.state
         messages = _messages(sorted(grid.get_node_ids()), state, plan, MessageType.TRAIN, rnd)
         outcome = exchange(grid, messages, settings.round_timeout)
         trained, failures = outcome.reports, outcome.failures
-        evaluations.append(_evaluation((r for r, _ in trained), rnd - 1))
-        emit(run_dir, "evaluation", **evaluations[-1])
+        progress.evaluations.append(_evaluation((r for r, _ in trained), rnd - 1))
+        emit(run_dir, "evaluation", **progress.evaluations[-1])
         book = RoundBook()
-        updates = accept_updates(trained, state, round_plan, book, ledger, settings, devices)
+        updates = accept_updates(
+            trained, state, round_plan, book, ledger, settings, progress.devices
+        )
         central = None
         if updates and settings.client_dp:
             state, central = _client_dp_aggregate(state, updates, settings, len(nodes), rnd)
         elif updates:
             state = aggregate(updates, settings)
-        _checkpoint(run_dir / "checkpoints" / f"round_{rnd:03d}", state, settings, rnd)
-        ledger.round_end(rnd, book, failures, central, aggregation=settings.aggregation)
-        rounds.append(
+        progress.state = state
+        progress.completed = rnd
+        progress.pins = ledger.pins
+        progress.rounds.append(
             {
                 "round": rnd,
                 "train_devices": len(updates),
@@ -346,43 +451,68 @@ def _run_rounds(
                 "seconds": round(time.monotonic() - t0, 3),
             }
         )
+        # The checkpoint first, then the ledger record that commits the round: a crash
+        # between the two leaves the round uncommitted, and a resumed run repeats it.
+        _checkpoint(run_dir, progress, settings)
+        ledger.round_end(rnd, book, failures, central, aggregation=settings.aggregation)
         emit(
             run_dir,
             "round",
-            **rounds[-1],
+            **progress.rounds[-1],
             devices=[
                 {"device_id": d.device_id, "epsilon": d.epsilon, "status": d.status}
-                for d in devices.values()
+                for d in progress.devices.values()
             ],
         )
 
+    state = progress.state
     plan = settings.plan(settings.rounds).to_config()
     messages = _messages(
         sorted(grid.get_node_ids()), state, plan, MessageType.EVALUATE, settings.rounds
     )
     final = exchange(grid, messages, settings.round_timeout)
     evaluated, eval_failures = final.reports, final.failures
-    evaluations.append(
-        {**_evaluation((r for r, _ in evaluated), settings.rounds), "failures": eval_failures}
-    )
+    evaluations = [
+        *progress.evaluations,
+        {**_evaluation((r for r, _ in evaluated), settings.rounds), "failures": eval_failures},
+    ]
     emit(run_dir, "evaluation", **evaluations[-1])
-    _checkpoint(run_dir / "model", state, settings, settings.rounds)
+    _save(run_dir / "model", state, settings, settings.rounds)
     result = {
         "run_key": settings.run_key,
         "rounds": settings.rounds,
-        "rounds_completed": len(rounds),
+        "rounds_completed": len(progress.rounds),
         "nodes": len(nodes),
         "ledger": str(run_dir / SERVER_LEDGER_FILE),
-        "rounds_log": rounds,
+        "rounds_log": progress.rounds,
         "evaluations": evaluations,
-        "devices": [asdict(d) for d in sorted(devices.values(), key=lambda d: d.device_id)],
+        "devices": [
+            asdict(d) for d in sorted(progress.devices.values(), key=lambda d: d.device_id)
+        ],
     }
     write_json_atomic(run_dir / RESULT_FILE, result)
-    emit(run_dir, "done", rounds_completed=len(rounds))
+    emit(run_dir, "done", rounds_completed=len(progress.rounds))
     return result
 
 
-def _checkpoint(directory: Path, state: ModelState, settings: ServerSettings, rnd: int) -> None:
+def _checkpoint(run_dir: Path, progress: RunProgress, settings: ServerSettings) -> None:
+    """Commit the model after round ``progress.completed`` with the run's progress so far."""
+    _save(
+        checkpoint_dir(run_dir, progress.completed),
+        progress.state,
+        settings,
+        progress.completed,
+        {PROGRESS_KEY: progress.to_json()},
+    )
+
+
+def _save(
+    directory: Path,
+    state: ModelState,
+    settings: ServerSettings,
+    rnd: int,
+    extra: dict[str, Any] | None = None,
+) -> None:
     save_model(
         directory,
         SavedModel(
@@ -390,7 +520,12 @@ def _checkpoint(directory: Path, state: ModelState, settings: ServerSettings, rn
             feature_set=FEATURE_SET,
             n_features=n_features(),
             hidden=settings.hidden,
-            provenance={"run_key": settings.run_key, "round": rnd, "kind": "federated"},
+            provenance={
+                "run_key": settings.run_key,
+                "round": rnd,
+                "kind": "federated",
+                **(extra or {}),
+            },
         ),
     )
 

@@ -19,13 +19,13 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from fedgaze.federation.settings import NodeSettings, ServerSettings
-from fedgaze.security.certs import CredentialPaths, check_device_id, provision_credentials
+from fedgaze.security.certs import check_device_id, provision_credentials
 from fedgaze.server.app import PROGRESS_FILE, RESULT_FILE
 from fedgaze.server.processes import ProcessFailed, Supervisor, free_ports, log_tail, port_in_use
 
@@ -63,7 +63,8 @@ class FederationOutcome:
     certs_dir: str | None = None
 
 
-def _executable(name: str) -> str:
+def flower_executable(name: str) -> str:
+    """The path of Flower executable ``name`` in this environment (beside this Python)."""
     beside = Path(sys.executable).with_name(name)
     if beside.exists():
         return str(beside)
@@ -73,7 +74,9 @@ def _executable(name: str) -> str:
     return found
 
 
-def _child_env(flwr_home: Path) -> dict[str, str]:
+def child_env(flwr_home: Path) -> dict[str, str]:
+    """The environment of Flower child processes: this venv first on PATH, no telemetry,
+    ``FLWR_HOME`` for the CLI config, one math thread each."""
     env = dict(os.environ)
     # SuperLink and SuperNode start flower-superexec / flwr-clientapp by name: they must find
     # this environment's executables even when it was not activated.
@@ -148,6 +151,28 @@ def write_flower_config(
     )
 
 
+class ServerTLSFiles(Protocol):
+    """The files a SuperLink serves TLS with (``CredentialPaths`` or an operator's own)."""
+
+    @property
+    def ca_cert(self) -> Path: ...
+
+    @property
+    def server_cert(self) -> Path: ...
+
+    @property
+    def server_key(self) -> Path: ...
+
+
+@dataclass(frozen=True)
+class TLSFiles:
+    """An operator's certificate files (see :class:`ServerTLSFiles`)."""
+
+    ca_cert: Path
+    server_cert: Path
+    server_key: Path
+
+
 @dataclass(frozen=True)
 class SuperLinkAddresses:
     """Where a started SuperLink listens (all on loopback)."""
@@ -158,9 +183,13 @@ class SuperLinkAddresses:
 
 
 def superlink_command(
-    addresses: SuperLinkAddresses, database: Path, creds: CredentialPaths | None
+    addresses: SuperLinkAddresses,
+    database: Path,
+    creds: ServerTLSFiles | None,
+    node_auth: bool = True,
 ) -> list[str]:
-    """``flower-superlink`` argv: TLS with ``creds`` and SuperNode auth on, else ``--insecure``."""
+    """``flower-superlink`` argv: TLS with ``creds`` (and SuperNode auth unless ``node_auth``
+    is False), else ``--insecure``."""
     host, port = addresses.control.rsplit(":", 1)
     security = (
         [
@@ -170,13 +199,13 @@ def superlink_command(
             str(creds.server_key),
             "--ssl-ca-certfile",
             str(creds.ca_cert),
-            "--enable-supernode-auth",
+            *(["--enable-supernode-auth"] if node_auth else []),
         ]
         if creds is not None
         else ["--insecure"]
     )
     return [
-        _executable("flower-superlink"),
+        flower_executable("flower-superlink"),
         *security,
         "--fleet-api-type",
         "grpc-rere",
@@ -206,7 +235,7 @@ def supernode_command(
 ) -> list[str]:
     """``flower-supernode`` argv: verify the SuperLink with ``root_certificates`` (the CA) and
     authenticate with ``auth_key``; ``--insecure`` when no CA is given."""
-    argv = [_executable("flower-supernode"), "--grpc-rere"]
+    argv = [flower_executable("flower-supernode"), "--grpc-rere"]
     argv += (
         ["--insecure"]
         if root_certificates is None
@@ -231,43 +260,75 @@ def supernode_command(
     return argv
 
 
+def local_endpoint(address: str) -> tuple[str, int]:
+    """``(host, port)`` at which this machine reaches a listening ``address`` (a wildcard
+    host such as ``0.0.0.0`` is reached on loopback)."""
+    host, port = address.rsplit(":", 1)
+    host = host.strip("[]")
+    return (LOOPBACK if host in ("0.0.0.0", "::", "") else host), int(port)
+
+
 def start_superlink(
     sup: Supervisor,
     run_dir: Path,
     env: dict[str, str],
-    creds: CredentialPaths | None,
+    creds: ServerTLSFiles | None,
     ready_within: float,
+    addresses: SuperLinkAddresses | None = None,
+    node_auth: bool = True,
 ) -> tuple[subprocess.Popen[bytes], SuperLinkAddresses, list[str]]:
-    """Start a SuperLink on free loopback ports, wait until it is healthy, and write the
-    ``flwr`` CLI config (``FLWR_HOME`` from ``env``) that reaches its Control API."""
-    fleet_port, control_port, health_port = free_ports(3)
-    addresses = SuperLinkAddresses(
-        fleet=f"{LOOPBACK}:{fleet_port}",
-        control=f"{LOOPBACK}:{control_port}",
-        health=f"{LOOPBACK}:{health_port}",
-    )
-    argv = superlink_command(addresses, run_dir / "superlink.db", creds)
+    """Start a SuperLink (database ``run_dir/superlink.db``) on ``addresses`` (default: free
+    loopback ports), wait until it is healthy, and write the ``flwr`` CLI config
+    (``FLWR_HOME`` from ``env``) that reaches its Control API.
+
+    A port of ``addresses`` that is already taken is a :class:`FederationFailed` naming it:
+    Flower's SuperLink may exit 0 on a taken port, which would look like a clean stop.
+    """
+    if addresses is None:
+        fleet_port, control_port, health_port = free_ports(3)
+        addresses = SuperLinkAddresses(
+            fleet=f"{LOOPBACK}:{fleet_port}",
+            control=f"{LOOPBACK}:{control_port}",
+            health=f"{LOOPBACK}:{health_port}",
+        )
+    for what, address in (
+        ("fleet", addresses.fleet),
+        ("control", addresses.control),
+        ("health", addresses.health),
+    ):
+        if port_in_use(*local_endpoint(address)):
+            raise FederationFailed(f"the SuperLink's {what} address {address} is already in use")
+    argv = superlink_command(addresses, run_dir / "superlink.db", creds, node_auth)
     proc = sup.start("superlink", argv, env)
     # The health service is plain gRPC even when the APIs use TLS (Flower's design).
-    _wait_superlink(sup, addresses.health, fleet_port, ready_within)
+    _wait_superlink(sup, addresses.health, local_endpoint(addresses.fleet), ready_within)
+    host, port = local_endpoint(addresses.control)
     write_flower_config(
-        Path(env["FLWR_HOME"]), addresses.control, creds.ca_cert if creds is not None else None
+        Path(env["FLWR_HOME"]), f"{host}:{port}", creds.ca_cert if creds is not None else None
     )
     return proc, addresses, argv
 
 
 def register_supernodes(
-    sup: Supervisor, env: dict[str, str], public_keys: Sequence[Path], limit: float = 60.0
+    sup: Supervisor,
+    env: dict[str, str],
+    public_keys: Sequence[Path],
+    limit: float = 60.0,
+    existing_ok: bool = False,
 ) -> list[str]:
     """Register each public key with the SuperLink (``flwr supernode register``), in parallel.
 
     Returns the node ids the SuperLink assigned; raises :class:`FederationFailed` with the
-    CLI's output when any registration fails or exceeds ``limit`` seconds.
+    CLI's output when any registration fails or exceeds ``limit`` seconds. With
+    ``existing_ok`` a key the SuperLink's database already holds (a restarted SuperLink) counts
+    as registered, with the id ``"registered earlier"``.
     """
     names = []
     for i, key in enumerate(public_keys):
         name = f"register-{i:03d}"
-        sup.start(name, [_executable("flwr"), "supernode", "register", str(key), CONNECTION], env)
+        sup.start(
+            name, [flower_executable("flwr"), "supernode", "register", str(key), CONNECTION], env
+        )
         names.append(name)
     deadline = time.monotonic() + limit
     node_ids = []
@@ -280,6 +341,9 @@ def register_supernodes(
         log = sup.log_path(name).read_text(encoding="utf-8", errors="replace")
         sup.stop(name)
         match = re.search(r"SuperNode (\d+) registered", log)
+        if existing_ok and code != 0 and "Public key already in use" in log:
+            node_ids.append("registered earlier")
+            continue
         if code != 0 or match is None:
             raise FederationFailed(
                 f"registering a SuperNode key failed ({name}, exit {code}):\n"
@@ -299,11 +363,11 @@ def _healthy(address: str) -> bool:
     return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
 
 
-def _wait_superlink(sup: Supervisor, health: str, fleet_port: int, limit: float) -> None:
+def _wait_superlink(sup: Supervisor, health: str, fleet: tuple[str, int], limit: float) -> None:
     deadline = time.monotonic() + limit
     while time.monotonic() < deadline:
         sup.check_alive("superlink")
-        if _healthy(health) and port_in_use(LOOPBACK, fleet_port):
+        if _healthy(health) and port_in_use(*fleet):
             return
         time.sleep(0.25)
     raise ProcessFailed(
@@ -312,11 +376,15 @@ def _wait_superlink(sup: Supervisor, health: str, fleet_port: int, limit: float)
 
 
 class _ProgressTail:
-    """Reads new complete lines of the ServerApp's progress file as they are appended."""
+    """Reads new complete lines of the ServerApp's progress file as they are appended (a
+    resumed run's file already holds the earlier server's events: those are skipped)."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self.offset = 0
+        try:
+            self.offset = path.stat().st_size
+        except FileNotFoundError:
+            self.offset = 0
 
     def poll(self) -> list[dict[str, Any]]:
         try:
@@ -361,7 +429,7 @@ def launch_federation(
         )
     run_dir.mkdir(parents=True, exist_ok=True)
     flwr_home = run_dir / "flwr_home"
-    env = _child_env(flwr_home)
+    env = child_env(flwr_home)
     t0 = time.monotonic()
     key_names = [_key_name(i, node.device_id) for i, node in enumerate(nodes)]
     # A fresh CA, SuperLink certificate and one authentication key pair per device.
@@ -392,24 +460,10 @@ def launch_federation(
             )
             supernode_argvs.append(argv)
             supernodes.append(sup.start(f"supernode-{i:03d}", argv, env))
-        write_flower_app(run_dir / "flower_app", settings)
         (run_dir / PROGRESS_FILE).unlink(missing_ok=True)
-        sup.start(
-            "flwr-run",
-            [_executable("flwr"), "run", str(run_dir / "flower_app"), CONNECTION, "--stream"],
-            env,
+        result = run_app(
+            sup, run_dir, settings, env, on_event, t0 + limits.run_total, limits.drain, on_started
         )
-        if on_started is not None:
-            on_started(sup)
-        _follow(sup, run_dir, on_event, t0 + limits.run_total, env)
-        _drain(sup, limits.drain)
-    result_path = run_dir / RESULT_FILE
-    try:
-        result = json.loads(result_path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise FederationFailed(
-            f"the ServerApp wrote no {result_path}; see {run_dir / 'logs'}"
-        ) from None
     return FederationOutcome(
         server_result=result,
         fleet_address=addresses.fleet,
@@ -420,6 +474,39 @@ def launch_federation(
         node_auth=_uses_node_auth(superlink_argv, supernode_argvs, registered),
         certs_dir=str(creds.directory) if creds is not None else None,
     )
+
+
+def run_app(
+    sup: Supervisor,
+    run_dir: Path,
+    settings: ServerSettings,
+    env: dict[str, str],
+    on_event: EventHandler | None,
+    deadline: float,
+    drain: float,
+    on_started: Callable[[Supervisor], None] | None = None,
+) -> dict[str, Any]:
+    """Submit the fedgaze app with ``settings`` to the running SuperLink (``flwr run``),
+    follow its progress until it is done (or ``deadline``, a ``time.monotonic()`` value), and
+    return the ServerApp's result record."""
+    write_flower_app(run_dir / "flower_app", settings)
+    tail = _ProgressTail(run_dir / PROGRESS_FILE)
+    sup.start(
+        "flwr-run",
+        [flower_executable("flwr"), "run", str(run_dir / "flower_app"), CONNECTION, "--stream"],
+        env,
+    )
+    if on_started is not None:
+        on_started(sup)
+    _follow(sup, tail, on_event, deadline, env)
+    _drain(sup, drain)
+    result_path = run_dir / RESULT_FILE
+    try:
+        return dict(json.loads(result_path.read_text(encoding="utf-8")))
+    except FileNotFoundError:
+        raise FederationFailed(
+            f"the ServerApp wrote no {result_path}; see {run_dir / 'logs'}"
+        ) from None
 
 
 def _key_name(index: int, device_id: str) -> str:
@@ -461,7 +548,7 @@ def _run_status(sup: Supervisor, env: dict[str, str]) -> str | None:
         return None
     try:
         proc = subprocess.run(
-            [_executable("flwr"), "ls", CONNECTION, "--run-id", match[1], "--format", "json"],
+            [flower_executable("flwr"), "ls", CONNECTION, "--run-id", match[1], "--format", "json"],
             capture_output=True,
             text=True,
             timeout=60,
@@ -476,14 +563,12 @@ def _run_status(sup: Supervisor, env: dict[str, str]) -> str | None:
 
 def _follow(
     sup: Supervisor,
-    run_dir: Path,
+    tail: _ProgressTail,
     on_event: EventHandler | None,
     deadline: float,
     env: dict[str, str],
     status_every: float = 5.0,
 ) -> None:
-    tail = _ProgressTail(run_dir / PROGRESS_FILE)
-
     def finished() -> bool:
         for event in tail.poll():
             if on_event is not None:

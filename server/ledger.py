@@ -26,12 +26,73 @@ from fedgaze.federation import protocol
 from fedgaze.federation.settings import RoundPlan, ServerSettings
 from fedgaze.privacy.device_ledger import DP_ROUND, software_versions
 from fedgaze.privacy.keys import load_or_create_signing_key, pseudonym
-from fedgaze.privacy.ledger import LedgerRecord, SqliteLedger
+from fedgaze.privacy.ledger import LedgerError, LedgerRecord, SqliteLedger, verify_sqlite
 
 SERVER_LEDGER_FILE = "server_ledger.db"
 SERVER_KEY_FILE = "server_key.pem"
 RUN_START = "run-start"
+RUN_RESUME = "run-resume"
 SERVER_ROUND = "server-round"
+
+# Settings a resumed run may change: how long to wait and how many rounds to run. Everything
+# that shapes the model or the privacy charge must stay as the run started.
+RESUME_MUTABLE = frozenset(
+    {"rounds", "min_nodes", "node_wait_timeout", "round_timeout", "resume", "run_dir"}
+)
+
+
+class ResumeError(RuntimeError):
+    """The run in a run directory cannot be started or resumed as asked; the message says why."""
+
+
+@dataclass(frozen=True)
+class LedgerProgress:
+    """How far the run recorded in a server ledger got."""
+
+    settings: dict[str, Any] | None
+    """The settings of the ``run-start`` record (None: no run was started)."""
+    last_round: int
+    """The last round with a ``server-round`` record: every round up to it is committed."""
+    resumes: int
+
+
+def ledger_progress(run_dir: str | Path) -> LedgerProgress:
+    """Read (and verify) the server ledger of ``run_dir``; an empty one when there is none.
+
+    Raises :class:`ResumeError` when the ledger does not verify: resuming on top of a damaged
+    ledger would hide the damage.
+    """
+    path = Path(run_dir) / SERVER_LEDGER_FILE
+    if not path.exists():
+        return LedgerProgress(None, 0, 0)
+    try:
+        report = verify_sqlite(path)
+    except (LedgerError, OSError) as err:
+        raise ResumeError(f"{path}: cannot read the server ledger ({err})") from None
+    if not report.ok:
+        raise ResumeError(
+            f"{path}: the server ledger does not verify "
+            f"({'; '.join(str(p) for p in report.problems[:3])})"
+        )
+    settings = next((r.body.get("settings") for r in report.records if r.kind == RUN_START), None)
+    rounds = [int(r.body["round"]) for r in report.records if r.kind == SERVER_ROUND]
+    resumes = sum(r.kind == RUN_RESUME for r in report.records)
+    return LedgerProgress(settings, max(rounds, default=0), resumes)
+
+
+def resume_conflicts(original: dict[str, Any], settings: ServerSettings) -> list[str]:
+    """The settings that differ from the run's ``run-start`` record and may not (pure).
+
+    Only :data:`RESUME_MUTABLE` may change; anything else (the run key, the DP-SGD plan, the
+    model, the aggregation) would make the resumed rounds a different run under the same name.
+    """
+    new = settings.model_dump()
+    return [
+        f"{key.replace('_', '-')}: the run started with {original.get(key)!r}, "
+        f"the config now says {new[key]!r}"
+        for key in sorted(new)
+        if key not in RESUME_MUTABLE and original.get(key) != new[key]
+    ]
 
 
 class RecordRefused(ValueError):
@@ -148,6 +209,28 @@ class ServerLedger:
                 "time": _now(),
             },
         )
+
+    def run_resume(self, settings: ServerSettings, from_round: int) -> None:
+        """Record that the run continues after ``from_round`` (with these settings)."""
+        self._ledger.append(
+            RUN_RESUME,
+            {
+                "after_round": from_round,
+                "settings": settings.model_dump(),
+                "versions": software_versions(),
+                "time": _now(),
+            },
+        )
+
+    @property
+    def pins(self) -> dict[str, str]:
+        """Device id -> the public key it signed with in this run (for checkpoints)."""
+        return dict(self._pins)
+
+    def restore_pins(self, pins: dict[str, str]) -> None:
+        """Pin keys as recorded by a checkpoint (a resumed run keeps the first sight's pins)."""
+        for device_id, signer in pins.items():
+            self._pin(device_id, signer)
 
     def admit(
         self, report: protocol.DeviceReport, plan: RoundPlan, book: RoundBook, max_eps: float | None

@@ -69,8 +69,10 @@ def run_status(run_dir: str | Path) -> RunStatus:
         raise FileNotFoundError(f"{run}: no such run directory")
     events = _events(run / PROGRESS_FILE)
     live = _processes_of(run)
-    started = next((e for e in events if e.get("event") == "started"), None)
-    rounds = [e for e in events if e.get("event") == "round"]
+    # A resumed run appends to the same file: the latest start plans the rounds, and a round
+    # reported by both servers counts once (the later report).
+    started = next((e for e in reversed(events) if e.get("event") == "started"), None)
+    rounds = list({e.get("round"): e for e in events if e.get("event") == "round"}.values())
     evaluations = [e for e in events if e.get("event") == "evaluation"]
     last = events[-1]["event"] if events else None
     if last == "done":
@@ -87,7 +89,9 @@ def run_status(run_dir: str | Path) -> RunStatus:
         from fedgaze.privacy.ledger import read_sqlite_lines
 
         records = len(read_sqlite_lines(ledger)[0])
-    failed = next((e for e in events if e.get("event") == "failed"), None)
+    failed = next((e for e in reversed(events) if e.get("event") == "failed"), None)
+    if failed is not None and last != "failed":
+        failed = None  # an earlier server failed; a later one took over
     return RunStatus(
         run_dir=run,
         state=state,

@@ -25,10 +25,13 @@ def test_fleet_port_already_taken_fails_clearly(
         return [taken, *real_free_ports(count - 1, host)]
 
     monkeypatch.setattr(launcher, "free_ports", ports)
-    env = launcher._child_env(tmp_path / "flwr_home")
+    env = launcher.child_env(tmp_path / "flwr_home")
     start = time.monotonic()
     try:
-        with Supervisor(tmp_path / "logs") as sup, pytest.raises(ProcessFailed) as err:
+        with (
+            Supervisor(tmp_path / "logs") as sup,
+            pytest.raises((ProcessFailed, launcher.FederationFailed)) as err,
+        ):
             launcher.start_superlink(sup, tmp_path, env, None, ready_within=45.0)
     finally:
         squatter.close()

@@ -30,10 +30,10 @@ from fedgaze.security.certs import (
 from fedgaze.server.launcher import (
     CONNECTION,
     SuperLinkAddresses,
-    _child_env,
-    _executable,
     _uses_node_auth,
     _uses_tls,
+    child_env,
+    flower_executable,
     register_supernodes,
     start_superlink,
     superlink_command,
@@ -164,7 +164,7 @@ def link(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Link]:
     """A SuperLink with TLS and SuperNode auth where only device ``a`` is registered."""
     run_dir = tmp_path_factory.mktemp("link")
     creds = provision_credentials(run_dir / "certs", ["a", "b"])
-    env = _child_env(run_dir / "flwr_home")
+    env = child_env(run_dir / "flwr_home")
     with Supervisor(run_dir / "logs") as sup:
         _, addresses, _ = start_superlink(sup, run_dir, env, creds, 60.0)
         register_supernodes(sup, env, [creds.device_public_keys["a"]])
@@ -180,7 +180,7 @@ def _wait_exit(proc: subprocess.Popen[bytes], limit: float) -> int | None:
 
 def _nodes(link: Link) -> list[dict[str, Any]]:
     proc = subprocess.run(
-        [_executable("flwr"), "supernode", "ls", CONNECTION, "--format", "json"],
+        [flower_executable("flwr"), "supernode", "ls", CONNECTION, "--format", "json"],
         capture_output=True,
         text=True,
         timeout=60,
@@ -262,12 +262,12 @@ def test_federation_runs_with_tls_and_node_auth_by_default(tmp_path: Path) -> No
 def test_revoked_device_is_refused(tmp_path: Path) -> None:
     """A key that was registered and then unregistered (revoked) can no longer join."""
     creds = provision_credentials(tmp_path / "certs", ["c"])
-    env = _child_env(tmp_path / "flwr_home")
+    env = child_env(tmp_path / "flwr_home")
     with Supervisor(tmp_path / "logs") as sup:
         _, addresses, _ = start_superlink(sup, tmp_path, env, creds, 60.0)
         (node_id,) = register_supernodes(sup, env, [creds.device_public_keys["c"]])
         revoke = subprocess.run(
-            [_executable("flwr"), "supernode", "unregister", node_id, CONNECTION],
+            [flower_executable("flwr"), "supernode", "unregister", node_id, CONNECTION],
             capture_output=True,
             text=True,
             timeout=60,

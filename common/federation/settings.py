@@ -131,6 +131,9 @@ class ServerSettings(TrainingPlan):
     max_update_norm: float | None = Field(default=None, gt=0, allow_inf_nan=False)
     """An update whose L2 distance from the model the server sent exceeds this is refused
     (None: no bound; non-finite, misshapen and stale updates are always refused)."""
+    resume: bool = False
+    """Continue the run recorded in ``run_dir`` after its last committed round instead of
+    starting one (see :func:`fedgaze.server.ledger.resume_conflicts` for what may change)."""
 
     @model_validator(mode="after")
     def _client_dp_both_or_neither(self) -> ServerSettings:

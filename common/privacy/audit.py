@@ -181,13 +181,30 @@ def audit_server_ledger(path: str | Path, *, pld: bool = True) -> LedgerAudit:
     central_rounds: list[LedgerRecord] = []
     per_device: dict[str, list[LedgerRecord]] = {}
     refused = 0
+    committed = 0
     for rec in report.records:
         if rec.kind == "run-start":
             run_key = (rec.body.get("settings") or {}).get("run_key")
             continue
+        if rec.kind == "run-resume":
+            resumed_key = (rec.body.get("settings") or {}).get("run_key")
+            if rec.body.get("after_round") != committed or resumed_key != run_key:
+                audit.problems.append(
+                    f"record {rec.seq}: resumes run {resumed_key!r} after round "
+                    f"{rec.body.get('after_round')!r}, but run {run_key!r} had committed "
+                    f"{committed}"
+                )
+            continue
         if rec.kind != "server-round":
             audit.problems.append(f"record {rec.seq}: unknown kind {rec.kind!r}")
             continue
+        # Rounds are committed once each, in order: a gap is a lost round, a repeat a round
+        # counted twice.
+        if rec.body.get("round") != committed + 1:
+            audit.problems.append(
+                f"record {rec.seq}: round {rec.body.get('round')!r} follows round {committed}"
+            )
+        committed = int(rec.body.get("round") or committed)
         refused += len(rec.body.get("refused", []))
         if rec.body.get("central_dp") is not None:
             central_rounds.append(rec)
@@ -228,6 +245,8 @@ def audit_server_ledger(path: str | Path, *, pld: bool = True) -> LedgerAudit:
         "server": pseudonym(report.signer) if report.signer else None,
         "records": report.lines,
         "run_key": run_key,
+        "rounds_committed": committed,
+        "resumes": sum(r.kind == "run-resume" for r in report.records),
         "devices": len(per_device),
         "accepted_device_records": sum(len(v) for v in per_device.values()),
         "refused_updates": refused,

@@ -1,0 +1,182 @@
+"""The whole server (``fedgaze server start``, its SuperLink and ServerApp) killed mid-run and
+continued with ``--resume``: every round is committed exactly once, devices are charged once
+per round, and every ledger verifies. Real processes, TLS and SuperNode authentication."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from fedgaze.federation.cohort import provision_synthetic
+from fedgaze.privacy.device_ledger import DP_ROUND, ledger_path
+from fedgaze.privacy.ledger import verify_jsonl, verify_sqlite
+from fedgaze.security.certs import CredentialPaths, provision_credentials
+from fedgaze.server.launcher import child_env, supernode_command
+from fedgaze.server.ledger import SERVER_LEDGER_FILE, ledger_progress
+from fedgaze.server.processes import Supervisor, descendants, free_ports, log_tail
+from fedgaze.server.start import PROCESSES_FILE
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(540)]
+
+FEDGAZE = str(Path(sys.executable).with_name("fedgaze"))
+ROUNDS = 3
+
+
+def _events(run_dir: Path) -> list[dict[str, object]]:
+    path = run_dir / "progress.jsonl"
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _write_config(path: Path, run_dir: Path, creds: CredentialPaths, ports: list[int]) -> None:
+    keys = ", ".join(json.dumps(str(creds.device_public_keys[k])) for k in ("d0", "d1"))
+    path.write_text(
+        f"""run_dir = {json.dumps(str(run_dir))}
+
+[superlink]
+fleet_address = "127.0.0.1:{ports[0]}"
+control_address = "127.0.0.1:{ports[1]}"
+health_address = "127.0.0.1:{ports[2]}"
+
+[tls]
+ca_cert = {json.dumps(str(creds.ca_cert))}
+server_cert = {json.dumps(str(creds.server_cert))}
+server_key = {json.dumps(str(creds.server_key))}
+
+[auth]
+device_keys = [{keys}]
+
+[federation]
+rounds = {ROUNDS}
+min_nodes = 2
+node_wait_timeout = 120
+round_timeout = 90
+run_timeout = 400
+
+[privacy]
+epsilon = 8.0
+""",
+        encoding="utf-8",
+    )
+
+
+def _kill_server(run_dir: Path) -> None:
+    """SIGKILL every process of the server at once, as a crash or power loss would."""
+    pids = json.loads((run_dir / PROCESSES_FILE).read_text())["pids"]
+    victims = {p for pid in pids for p in [pid, *descendants(pid)]}
+    for pid in victims:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and any(Path(f"/proc/{p}").exists() for p in pids):
+        time.sleep(0.2)
+
+
+@pytest.fixture
+def devices(tmp_path: Path) -> Iterator[tuple[Supervisor, Path, Path, CredentialPaths]]:
+    run_dir = tmp_path / "run"
+    creds = provision_credentials(tmp_path / "certs", ["d0", "d1"])
+    config = tmp_path / "server.toml"
+    ports = free_ports(3)
+    _write_config(config, run_dir, creds, ports)
+    nodes = provision_synthetic(run_dir / "devices", 2, seed=1, epsilon_budget=8.0, delta=1e-5)
+    with Supervisor(tmp_path / "device_logs") as sup:
+        env = child_env(tmp_path / "device_flwr_home")
+        for i, (node, runtime_port) in enumerate(zip(nodes, free_ports(2), strict=True)):
+            argv = supernode_command(
+                f"127.0.0.1:{ports[0]}",
+                runtime_port,
+                root_certificates=creds.ca_cert,
+                auth_key=creds.device_keys[f"d{i}"],
+                node_config=node.to_node_config_arg(),
+                max_wait=400,
+                max_retries=10_000,
+            )
+            sup.start(f"supernode-{i}", argv, env)
+        yield sup, run_dir, config, creds
+
+
+def _start(config: Path, log: Path, *extra: str) -> subprocess.Popen[bytes]:
+    with open(log, "ab") as out:
+        return subprocess.Popen(
+            [FEDGAZE, "server", "start", "--config", str(config), *extra],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
+def test_server_killed_mid_run_resumes_without_losing_or_repeating_a_round(
+    devices: tuple[Supervisor, Path, Path, CredentialPaths], tmp_path: Path
+) -> None:
+    sup, run_dir, config, _ = devices
+    log = tmp_path / "server.log"
+    server = _start(config, log)
+    try:
+        deadline = time.monotonic() + 240
+        while not any(e.get("event") == "round" for e in _events(run_dir)):
+            assert server.poll() is None, log_tail(log)
+            assert time.monotonic() < deadline, "round 1 did not finish in time\n" + log_tail(log)
+            time.sleep(0.25)
+        # Round 2 is now under way: devices are training on the model after round 1.
+        time.sleep(2.0)
+        _kill_server(run_dir)
+        server.wait(timeout=20)
+        before = ledger_progress(run_dir)
+        assert 1 <= before.last_round < ROUNDS
+
+        # A plain start refuses to overwrite the run; resume continues it.
+        refused = subprocess.run(
+            [FEDGAZE, "server", "start", "--config", str(config)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert refused.returncode == 2 and "--resume" in refused.stderr
+        resumed = _start(config, log, "--resume")
+        assert resumed.wait(timeout=360) == 0, log_tail(log, 60)
+    finally:
+        for proc in (server,):
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+        if (run_dir / PROCESSES_FILE).exists():
+            _kill_server(run_dir)
+
+    result = json.loads((run_dir / "server_result.json").read_text())
+    assert [r["round"] for r in result["rounds_log"]] == [1, 2, 3]
+    assert all(r["train_devices"] == 2 for r in result["rounds_log"]), result["rounds_log"]
+
+    server_ledger = verify_sqlite(run_dir / SERVER_LEDGER_FILE)
+    assert server_ledger.ok, server_ledger.problems
+    kinds = [r.kind for r in server_ledger.records]
+    assert kinds == ["run-start"] + ["server-round"] * before.last_round + ["run-resume"] + [
+        "server-round"
+    ] * (ROUNDS - before.last_round)
+    resume = next(r for r in server_ledger.records if r.kind == "run-resume")
+    assert resume.body["after_round"] == before.last_round
+
+    run_key = server_ledger.records[0].body["settings"]["run_key"]
+    for device_dir in sorted((run_dir / "devices").iterdir()):
+        report = verify_jsonl(ledger_path(device_dir))
+        assert report.ok, report.problems
+        charged = [
+            (r.body["run_id"], r.body["round"]) for r in report.records if r.kind == DP_ROUND
+        ]
+        # One charge per round, even for the round the crash interrupted.
+        assert charged == [(run_key, 1), (run_key, 2), (run_key, 3)]
+
+    audit = subprocess.run(
+        [FEDGAZE, "audit", "verify", str(run_dir)], capture_output=True, text=True, timeout=180
+    )
+    assert audit.returncode == 0, audit.stdout + audit.stderr
+    assert sup.children, "the devices kept running throughout"
