@@ -9,7 +9,6 @@ refuses to start without a certificate and key.
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Iterator
 from concurrent import futures
 from pathlib import Path
@@ -20,19 +19,9 @@ import grpc
 from fedgaze.privacy.audit import RDP_TOLERANCE, audit_path, export_events
 from fedgaze.privacy.keys import pseudonym
 from fedgaze.privacy.ledger import LedgerRecord, read_sqlite_lines
+from fedgaze.security.net import is_loopback
 from fedgaze.server.ledger import SERVER_LEDGER_FILE, SERVER_ROUND
 from fedgaze.v1 import audit_pb2, audit_pb2_grpc
-
-
-def is_loopback(address: str) -> bool:
-    """True when ``host:port`` (IPv6 in brackets) names this machine's loopback interface."""
-    host = address.rsplit(":", 1)[0].strip("[]")
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 class AuditServicer(audit_pb2_grpc.PrivacyAuditServicer):

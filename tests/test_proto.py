@@ -38,3 +38,14 @@ def test_generated_audit_contract_imports_and_round_trips() -> None:
     back = audit_pb2.GetBudgetsResponse.FromString(msg.SerializeToString())
     assert back.devices[0].epsilon == 1.5 and not back.HasField("central_epsilon")
     assert hasattr(audit_pb2_grpc, "PrivacyAuditServicer")
+
+
+def test_generated_capture_contract_imports_and_tracks_presence() -> None:
+    from fedgaze.v1 import capture_pb2, capture_pb2_grpc
+
+    msg = capture_pb2.Sample(query_id=0, kind=capture_pb2.SAMPLE_KIND_GAZE, t_ms=1.0)
+    back = capture_pb2.Sample.FromString(msg.SerializeToString())
+    # The service tells "sent as 0" from "not sent": optional fields keep their presence.
+    assert back.HasField("query_id") and back.query_id == 0 and not back.HasField("x")
+    assert back.side == capture_pb2.SIDE_UNSPECIFIED
+    assert hasattr(capture_pb2_grpc, "CaptureServicer") and hasattr(capture_pb2_grpc, "CaptureStub")

@@ -1,0 +1,257 @@
+"""The Capture gRPC service (``proto/fedgaze/v1/capture.proto``) over a :class:`CaptureSink`.
+
+For native gaze trackers and other capture clients. Each message is turned into the item the
+browser's JSON batches use (:mod:`fedgaze.client.capture.samples`), so both paths share one
+set of rules and one rejection vocabulary; streamed samples are validated one by one and
+stored in chunks, so a refused sample never costs the valid ones. Errors map to status codes:
+bad metadata or labels are ``INVALID_ARGUMENT`` (the message names the field), a paused device
+is ``FAILED_PRECONDITION``. Nothing captured is logged.
+
+On loopback the service may run without TLS; on any other address it refuses to start without
+a certificate and key (as the audit service does).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator, Mapping
+from concurrent import futures
+from pathlib import Path
+from typing import Any, NoReturn, TypeVar
+
+import grpc
+from pydantic import BaseModel, ValidationError
+
+from fedgaze.client.capture.samples import (
+    CaptureEvent,
+    CaptureSample,
+    Label,
+    QueryMeta,
+    Rejection,
+    parse_item,
+    rejection_of,
+)
+from fedgaze.client.capture.sink import CaptureError, CapturePaused, CaptureSink
+from fedgaze.security.net import is_loopback_host
+from fedgaze.v1 import capture_pb2, capture_pb2_grpc
+
+__all__ = [
+    "MAX_REJECTIONS",
+    "CaptureServicer",
+    "label_message",
+    "meta_message",
+    "sample_item",
+    "sample_message",
+    "serve_capture",
+]
+
+MAX_REJECTIONS = 1000
+"""Most rejections listed in a StreamSummary (``rejected_total`` counts them all)."""
+CHUNK_SAMPLES = 512
+"""Streamed samples are stored (durably) at least every this many samples..."""
+CHUNK_SECONDS = 1.0
+"""...or when this long has passed since the last store, whichever comes first."""
+
+_KINDS = {
+    capture_pb2.SAMPLE_KIND_GAZE: "gaze",
+    capture_pb2.SAMPLE_KIND_MOUSE: "mouse",
+    capture_pb2.SAMPLE_KIND_SCROLL: "scroll",
+    capture_pb2.SAMPLE_KIND_CLICK: "click",
+    capture_pb2.SAMPLE_KIND_SELECT: "select",
+    capture_pb2.SAMPLE_KIND_COPY: "copy",
+    capture_pb2.SAMPLE_KIND_VISIBILITY: "visibility",
+}
+_SIDES = {
+    capture_pb2.SIDE_NONE: "none",
+    capture_pb2.SIDE_LEFT: "left",
+    capture_pb2.SIDE_RIGHT: "right",
+}
+_OPTIONAL = ("query_id", "t_ms", "x", "y", "char_index", "validate", "detail")
+
+M = TypeVar("M", bound=BaseModel)
+T = TypeVar("T")
+
+
+def sample_item(msg: Any) -> dict[str, Any]:
+    """The JSON-contract item of a ``Sample`` message (pure): only the fields it carries.
+
+    An unspecified kind leaves out ``"type"`` (refused as ``"type"``); an unspecified side is
+    left out (required for gaze and mouse, ``"none"`` for events); unknown enum numbers are
+    passed on as values that fail validation, never guessed.
+    """
+    item: dict[str, Any] = {name: getattr(msg, name) for name in _OPTIONAL if msg.HasField(name)}
+    if msg.kind != capture_pb2.SAMPLE_KIND_UNSPECIFIED:
+        item["type"] = _KINDS.get(msg.kind, f"kind {msg.kind}")
+    if msg.side != capture_pb2.SIDE_UNSPECIFIED:
+        item["side"] = _SIDES.get(msg.side, f"side {msg.side}")
+    return item
+
+
+def sample_message(item: Mapping[str, Any]) -> Any:
+    """The ``Sample`` message of a JSON-contract item (pure; for Python capture clients).
+
+    The inverse of :func:`sample_item` for valid items; nothing is validated here (the service
+    does that), so an unknown ``"type"`` or ``"side"`` becomes UNSPECIFIED and is refused.
+    """
+    kinds = {v: k for k, v in _KINDS.items()}
+    sides = {v: k for k, v in _SIDES.items()}
+    fields = {k: v for k, v in item.items() if k in _OPTIONAL}
+    return capture_pb2.Sample(
+        kind=kinds.get(str(item.get("type")), capture_pb2.SAMPLE_KIND_UNSPECIFIED),
+        side=sides.get(str(item.get("side")), capture_pb2.SIDE_UNSPECIFIED),
+        **fields,
+    )
+
+
+def meta_message(meta: QueryMeta) -> Any:
+    """The ``QueryMeta`` message of a validated :class:`QueryMeta` (for Python clients)."""
+    return capture_pb2.QueryMeta(**meta.model_dump(exclude_none=True))
+
+
+def label_message(label: Label) -> Any:
+    """The ``Label`` message of a validated :class:`Label` (for Python clients)."""
+    return capture_pb2.Label(**label.model_dump(exclude_none=True))
+
+
+def _abort(context: grpc.ServicerContext, err: Exception) -> NoReturn:
+    if isinstance(err, CapturePaused):
+        context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(err))
+    context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(err))
+    raise AssertionError("unreachable")  # abort raises
+
+
+def _model(cls: type[M], fields: dict[str, Any], context: grpc.ServicerContext) -> M:
+    try:
+        return cls.model_validate(fields)
+    except ValidationError as err:
+        problem = rejection_of(0, err)
+        _abort(context, CaptureError(f"{problem.field}: {problem.reason}"))
+
+
+def _call(context: grpc.ServicerContext, action: Callable[[], T]) -> T:
+    try:
+        return action()
+    except (CaptureError, CapturePaused) as err:
+        _abort(context, err)
+
+
+def _present(msg: Any, name: str) -> Any:
+    return getattr(msg, name) if msg.HasField(name) else None
+
+
+class CaptureServicer(capture_pb2_grpc.CaptureServicer):
+    """Answers Capture calls by writing into one :class:`CaptureSink`."""
+
+    def __init__(self, sink: CaptureSink) -> None:
+        self.sink = sink
+
+    def BeginQuery(self, request: Any, context: grpc.ServicerContext) -> Any:
+        """Validate the query's metadata and begin it in the sink."""
+        meta = _model(
+            QueryMeta,
+            {
+                "query_id": request.query_id,
+                "task_id": request.task_id,
+                "pairwise": request.pairwise,
+                "prompt": request.prompt,
+                "response_left": request.response_left,
+                "response_right": _present(request, "response_right"),
+                "shown_at_ms": _present(request, "shown_at_ms"),
+            },
+            context,
+        )
+        _call(context, lambda: self.sink.begin_query(meta))
+        return capture_pb2.Ack()
+
+    def StreamSamples(self, request_iterator: Iterator[Any], context: grpc.ServicerContext) -> Any:
+        """Validate each streamed item, store the valid ones in durable chunks, summarize."""
+        accepted = 0
+        rejected: list[Rejection] = []
+        chunk: list[tuple[int, CaptureSample | CaptureEvent]] = []
+        last = time.monotonic()
+
+        def flush() -> None:
+            nonlocal accepted, last
+            if chunk:
+                result = _call(context, lambda: self.sink.add_samples([s for _, s in chunk]))
+                accepted += result.accepted
+                rejected.extend(
+                    r.model_copy(update={"index": chunk[r.index][0]}) for r in result.rejected
+                )
+                chunk.clear()
+            last = time.monotonic()
+
+        for index, msg in enumerate(request_iterator):
+            parsed = parse_item(index, sample_item(msg))
+            if isinstance(parsed, Rejection):
+                rejected.append(parsed)
+            else:
+                chunk.append((index, parsed))
+            if len(chunk) >= CHUNK_SAMPLES or time.monotonic() - last >= CHUNK_SECONDS:
+                flush()
+        flush()
+        rejected.sort(key=lambda r: r.index)
+        return capture_pb2.StreamSummary(
+            accepted=accepted,
+            rejected=[
+                capture_pb2.Rejection(index=r.index, field=r.field, reason=r.reason)
+                for r in rejected[:MAX_REJECTIONS]
+            ],
+            rejected_total=len(rejected),
+        )
+
+    def SetLabel(self, request: Any, context: grpc.ServicerContext) -> Any:
+        """Validate the label and record it."""
+        label = _model(
+            Label,
+            {
+                "query_id": request.query_id,
+                "preference": _present(request, "preference"),
+                "likert_left": _present(request, "likert_left"),
+                "likert_right": _present(request, "likert_right"),
+            },
+            context,
+        )
+        _call(context, lambda: self.sink.set_label(label))
+        return capture_pb2.Ack()
+
+    def SetCalibration(self, request: Any, context: grpc.ServicerContext) -> Any:
+        """Record a task's calibration precision."""
+        _call(context, lambda: self.sink.set_calibration(request.task_id, request.precision))
+        return capture_pb2.Ack()
+
+
+def serve_capture(
+    sink: CaptureSink,
+    address: str,
+    *,
+    certificate: Path | None = None,
+    private_key: Path | None = None,
+    workers: int = 8,
+) -> tuple[grpc.Server, int]:
+    """Start the Capture service on ``address`` (``host:port``, IPv6 in brackets; port 0
+    picks one) and return the running server and its port.
+
+    ``certificate``/``private_key`` are PEM files for TLS; both or neither. Without them only
+    a loopback address is accepted (ValueError otherwise), because samples are personal data.
+    Each open ``StreamSamples`` call holds one of ``workers`` threads.
+    """
+    if (certificate is None) != (private_key is None):
+        raise ValueError("TLS needs both a certificate and a private key")
+    host = address.rsplit(":", 1)[0]
+    if certificate is None and not is_loopback_host(host):
+        raise ValueError(
+            f"refusing to serve the capture service on {address} without TLS: "
+            "pass a certificate and private key, or bind to 127.0.0.1 / [::1]"
+        )
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers))
+    capture_pb2_grpc.add_CaptureServicer_to_server(CaptureServicer(sink), server)
+    if certificate is not None and private_key is not None:
+        pair = (Path(private_key).read_bytes(), Path(certificate).read_bytes())
+        port = server.add_secure_port(address, grpc.ssl_server_credentials([pair]))
+    else:
+        port = server.add_insecure_port(address)
+    if port == 0:
+        raise RuntimeError(f"could not bind the capture service to {address}")
+    server.start()
+    return server, port
