@@ -10,11 +10,17 @@ its own privacy budget and persists its accountant history before it replies, so
 training can only over-count spending, never under-count it; each charge then also gets a signed
 ``dp-round`` record in the device's ledger (``fedgaze.privacy.device_ledger``), which the reply
 carries.
+
+While the person has paused the device (``fedgaze client pause``) every message gets a
+``paused`` reply at once: no data is read, nothing is trained, evaluated or charged. Otherwise
+the global model a message carries is kept as ``last_model/`` in the device folder (a model
+directory, with the run and round in its provenance) for ``fedgaze client status``.
 """
 
 from __future__ import annotations
 
 import zlib
+from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
 
@@ -22,16 +28,19 @@ import numpy as np
 from flwr.app import ArrayRecord, Context, Message
 from flwr.clientapp import ClientApp
 
+from fedgaze.client.agent.layout import LAST_MODEL_DIR
+from fedgaze.client.agent.pause import is_paused
 from fedgaze.client.device_data import load_node_device
 from fedgaze.data.split import chronological_split
 from fedgaze.features.matrix import FeatureMatrix
-from fedgaze.features.v2 import featurize
+from fedgaze.features.v2 import FEATURE_SET, featurize
 from fedgaze.federation import protocol
 from fedgaze.federation.arrays import from_array_record, to_array_record
 from fedgaze.federation.settings import NodeSettings, RoundPlan
 from fedgaze.model.evaluation import evaluate
 from fedgaze.model.personal import fit_personal_head, save_personal_head
 from fedgaze.model.reward import model_from_state, predict_logits
+from fedgaze.model.store import SavedModel, save_model
 
 app = ClientApp()
 
@@ -60,6 +69,38 @@ def _seed(plan: RoundPlan, device_id: str) -> int:
 def personal_head_path(node: NodeSettings) -> Path:
     """Where this device keeps its personal head (never sent anywhere)."""
     return Path(node.device_dir) / PERSONAL_HEAD_FILE
+
+
+def _paused_reply(node: NodeSettings, plan: RoundPlan, msg: Message) -> Message:
+    """The reply of a paused device: it took no part (no data read, nothing charged)."""
+    metrics = {protocol.SERVER_ROUND: plan.server_round, protocol.NUM_EXAMPLES: 0}
+    return Message(
+        protocol.reply_content(node.device_id, protocol.STATUS_PAUSED, metrics), reply_to=msg
+    )
+
+
+def save_last_model(
+    node: NodeSettings, plan: RoundPlan, arrays: ArrayRecord, model_round: int
+) -> None:
+    """Keep the global model a message carried (the model after ``model_round``) as the
+    device's ``last_model/``, replacing the one before atomically."""
+    state = from_array_record(arrays)
+    model = model_from_state(state)
+    save_model(
+        Path(node.device_dir) / LAST_MODEL_DIR,
+        SavedModel(
+            state=state,
+            feature_set=FEATURE_SET,
+            n_features=model.n_features,
+            hidden=model.hidden,
+            provenance={
+                "run_key": plan.run_key,
+                "round": model_round,
+                "received": datetime.now(UTC).isoformat(timespec="seconds"),
+                "kind": "received",
+            },
+        ),
+    )
 
 
 def _held_out_metrics(node: NodeSettings, plan: RoundPlan, arrays: ArrayRecord) -> dict[str, float]:
@@ -96,7 +137,10 @@ def train(msg: Message, context: Context) -> Message:
 
     node = NodeSettings.from_node_config(context.node_config)
     plan = RoundPlan.from_config(msg.content.config_records[protocol.CONFIG])
+    if is_paused(node.device_dir):
+        return _paused_reply(node, plan, msg)
     arrays = msg.content.array_records[protocol.ARRAYS]
+    save_last_model(node, plan, arrays, plan.server_round - 1)
     held_out = _held_out_metrics(node, plan, arrays)
     train_fm, _ = _local_split(node, plan.holdout)
     path = privacy_state_path(node)
@@ -169,7 +213,11 @@ def evaluate_global(msg: Message, context: Context) -> Message:
     """Score the pushed global model on this device's later (held-out) comparisons."""
     node = NodeSettings.from_node_config(context.node_config)
     plan = RoundPlan.from_config(msg.content.config_records[protocol.CONFIG])
-    metrics = _held_out_metrics(node, plan, msg.content.array_records[protocol.ARRAYS])
+    if is_paused(node.device_dir):
+        return _paused_reply(node, plan, msg)
+    arrays = msg.content.array_records[protocol.ARRAYS]
+    save_last_model(node, plan, arrays, plan.server_round)
+    metrics = _held_out_metrics(node, plan, arrays)
     return Message(
         protocol.reply_content(node.device_id, protocol.STATUS_EVALUATED, metrics), reply_to=msg
     )

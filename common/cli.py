@@ -1,4 +1,8 @@
-"""The ``fedgaze`` command line: demo, train, score, features, audit, client."""
+"""The ``fedgaze`` command line: demo, train, score, features, audit, server, client.
+
+The agent's ``fedgaze client`` subcommands (enroll, start, status, pause, resume, forget,
+service) are defined in :mod:`fedgaze.client.agent.commands`.
+"""
 
 from __future__ import annotations
 
@@ -168,12 +172,29 @@ def build_parser() -> argparse.ArgumentParser:
     status = server_sub.add_parser("status", help="state of a run: rounds, devices, refusals")
     status.add_argument("run_dir", type=_existing_dir, help="the run directory")
     status.add_argument("--json", action="store_true", help="machine-readable output")
+    start = server_sub.add_parser(
+        "start", help="run the federation server of a server.toml (TLS, node auth, DP)"
+    )
+    start.add_argument("--config", type=Path, required=True, help="the server.toml")
+    start.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run_dir's run after its last committed round (after a crash)",
+    )
     client = sub.add_parser("client", help="commands for a person on their own device")
     client_sub = client.add_subparsers(dest="client_command", required=True)
     budget = client_sub.add_parser(
         "budget", help="privacy spent by this device, per run and in total (verified ledger)"
     )
-    budget.add_argument("--device-dir", type=_existing_dir, required=True)
+    budget.add_argument(
+        "--device-dir",
+        type=_existing_dir,
+        help="the device folder (default: the enrolled device's, from the client config)",
+    )
+    budget.add_argument("--config", type=Path, help="client config (default: the enrolled one)")
+    from fedgaze.client.agent.commands import add_client_parsers
+
+    add_client_parsers(client_sub)
     return parser
 
 
@@ -490,10 +511,22 @@ def _cmd_audit(args: argparse.Namespace, console: Console) -> int:
 
 
 def _cmd_client(args: argparse.Namespace, console: Console) -> int:
+    if args.client_command == "budget":
+        return _cmd_client_budget(args, console)
+    from fedgaze.client.agent.commands import CLIENT_COMMANDS
+
+    return CLIENT_COMMANDS[args.client_command](args, console)
+
+
+def _cmd_client_budget(args: argparse.Namespace, console: Console) -> int:
     from rich.table import Table
 
     from fedgaze.privacy.budget import device_budget
 
+    if args.device_dir is None:
+        from fedgaze.client.agent.config import load_config
+
+        args.device_dir = load_config(args.config).device_dir
     view = device_budget(args.device_dir)
     for problem in view.problems:
         console.print(f"[red]problem[/red]: {escape(problem)}", soft_wrap=True, highlight=False)
@@ -521,6 +554,57 @@ def _num(value: object) -> str:
 
 
 def _cmd_server(args: argparse.Namespace, console: Console) -> int:
+    if args.server_command == "start":
+        return _cmd_server_start(args, console)
+    return _cmd_server_status(args, console)
+
+
+def _print_server_event(console: Console, event: dict[str, Any]) -> None:
+    """One line per ServerApp progress event worth an operator's eye."""
+    kind = event.get("event")
+    if kind == "started":
+        after = event.get("resumed_after")
+        resumed = f", resumed after round {after}" if after is not None else ""
+        console.print(f"{event.get('nodes')} devices connected{resumed}", soft_wrap=True)
+    elif kind == "round":
+        console.print(
+            f"round {event.get('round')}: {event.get('train_devices')} updates aggregated, "
+            f"{len(event.get('refused') or [])} refused, {len(event.get('failures') or [])} "
+            f"failures, {event.get('seconds')} s",
+            soft_wrap=True,
+        )
+    elif kind == "evaluation" and event.get("accuracy") is not None:
+        console.print(
+            f"  held-out accuracy of the model after round {event.get('round')}: "
+            f"{_num(event.get('accuracy'))} (n={event.get('eval_examples')})",
+            soft_wrap=True,
+        )
+
+
+def _cmd_server_start(args: argparse.Namespace, console: Console) -> int:
+    from fedgaze.server.config import load_server_config
+    from fedgaze.server.start import start_server
+
+    config = load_server_config(args.config)
+    if not config.tls.enabled:
+        console.print(
+            "[bold red]WARNING: tls.enabled = false: model updates and privacy records travel "
+            "in plaintext.[/bold red]"
+        )
+    run = start_server(
+        config, resume=args.resume, on_event=lambda e: _print_server_event(console, e)
+    )
+    result = run.result
+    console.print(
+        f"run {escape(run.run_key)} finished: {result['rounds_completed']}/{result['rounds']} "
+        f"rounds, tls={run.tls}, node_auth={run.node_auth}, "
+        f"{run.wall_seconds:.0f} s; ledger {escape(str(result['ledger']))}",
+        soft_wrap=True,
+    )
+    return 0
+
+
+def _cmd_server_status(args: argparse.Namespace, console: Console) -> int:
     import dataclasses
     import json
 

@@ -8,6 +8,10 @@ Train reply:    ``arrays`` (the device's new local model, when it trained), ``me
                 (ConfigRecord: ``device-id`` and ``status``); ``dp-record`` (ConfigRecord, when it
                 trained: ``line``, the device's signed ``dp-round`` ledger record of this round).
 Evaluate reply: ``metrics`` with the held-out evaluation only; ``device``.
+Paused reply:   to either request, while the person has paused the device
+                (:mod:`fedgaze.client.agent.pause`): status ``paused``, ``metrics`` with the round
+                and zero examples, no arrays, no ``dp-record``; nothing was read, trained or
+                charged, and the server counts the device as not having trained.
 Only model weights and these declared numbers ever leave a device. The training loss is
 deliberately not among them: it is computed on private training rows without noise.
 """
@@ -39,6 +43,7 @@ STATUS_EXHAUSTED = "budget-exhausted"
 STATUS_NO_DATA = "no-data"
 STATUS_ALREADY_CHARGED = "round-already-charged"
 STATUS_EVALUATED = "evaluated"
+STATUS_PAUSED = "paused"
 
 
 @dataclass(frozen=True)
