@@ -10,11 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import re
-import shutil
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -24,12 +21,17 @@ from typing import Any, Protocol
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from fedgaze.federation.flower import (
+    LOOPBACK,
+    child_env,
+    flower_executable,
+    supernode_command,
+)
 from fedgaze.federation.settings import NodeSettings, ServerSettings
+from fedgaze.processes import ProcessFailed, Supervisor, free_ports, log_tail, port_in_use
 from fedgaze.security.certs import check_device_id, provision_credentials
 from fedgaze.server.app import PROGRESS_FILE, RESULT_FILE
-from fedgaze.server.processes import ProcessFailed, Supervisor, free_ports, log_tail, port_in_use
 
-LOOPBACK = "127.0.0.1"
 CONNECTION = "fedgaze"
 CERTS_DIR = "certs"
 
@@ -61,35 +63,6 @@ class FederationOutcome:
     tls: bool = False
     node_auth: bool = False
     certs_dir: str | None = None
-
-
-def flower_executable(name: str) -> str:
-    """The path of Flower executable ``name`` in this environment (beside this Python)."""
-    beside = Path(sys.executable).with_name(name)
-    if beside.exists():
-        return str(beside)
-    found = shutil.which(name)
-    if found is None:
-        raise FederationFailed(f"{name} not found: is flwr installed in this environment?")
-    return found
-
-
-def child_env(flwr_home: Path) -> dict[str, str]:
-    """The environment of Flower child processes: this venv first on PATH, no telemetry,
-    ``FLWR_HOME`` for the CLI config, one math thread each."""
-    env = dict(os.environ)
-    # SuperLink and SuperNode start flower-superexec / flwr-clientapp by name: they must find
-    # this environment's executables even when it was not activated.
-    bin_dir = str(Path(sys.executable).parent)
-    env["PATH"] = os.pathsep.join([bin_dir, env.get("PATH", "")])
-    env.update(
-        FLWR_TELEMETRY_ENABLED="0",
-        FLWR_HOME=str(flwr_home),
-        PYTHONUNBUFFERED="1",
-        OMP_NUM_THREADS="1",
-        MKL_NUM_THREADS="1",
-    )
-    return env
 
 
 def _toml_value(value: Any) -> str:
@@ -221,43 +194,6 @@ def superlink_command(
         str(database),
         "--disable-runtime-dependency-installation",
     ]
-
-
-def supernode_command(
-    fleet: str,
-    runtime_port: int,
-    *,
-    root_certificates: Path | None,
-    auth_key: Path | None,
-    node_config: str | None = None,
-    max_wait: float = 60.0,
-    max_retries: int = 10,
-) -> list[str]:
-    """``flower-supernode`` argv: verify the SuperLink with ``root_certificates`` (the CA) and
-    authenticate with ``auth_key``; ``--insecure`` when no CA is given."""
-    argv = [flower_executable("flower-supernode"), "--grpc-rere"]
-    argv += (
-        ["--insecure"]
-        if root_certificates is None
-        else ["--root-certificates", str(root_certificates)]
-    )
-    if auth_key is not None:
-        argv += ["--auth-supernode-private-key", str(auth_key)]
-    argv += [
-        "--superlink",
-        fleet,
-        "--host",
-        LOOPBACK,
-        "--port",
-        str(runtime_port),
-        "--max-retries",
-        str(max_retries),
-        "--max-wait-time",
-        str(max_wait),
-    ]
-    if node_config is not None:
-        argv += ["--node-config", node_config]
-    return argv
 
 
 def local_endpoint(address: str) -> tuple[str, int]:

@@ -23,7 +23,9 @@ from pathlib import Path
 from typing import Any
 
 from fedgaze.atomic import write_json_atomic
+from fedgaze.federation.flower import child_env, flower_executable
 from fedgaze.federation.settings import SettingsError
+from fedgaze.processes import Supervisor
 from fedgaze.server.app import RESULT_FILE
 from fedgaze.server.config import ServerConfig, new_run_key
 from fedgaze.server.launcher import (
@@ -32,14 +34,11 @@ from fedgaze.server.launcher import (
     FederationFailed,
     SuperLinkAddresses,
     TLSFiles,
-    child_env,
-    flower_executable,
     register_supernodes,
     run_app,
     start_superlink,
 )
 from fedgaze.server.ledger import ResumeError, ledger_progress, resume_conflicts
-from fedgaze.server.processes import Supervisor
 
 PROCESSES_FILE = "server_processes.json"
 """Pids of a running server (this process and the SuperLink), removed on a clean stop; a

@@ -438,13 +438,13 @@ def _run_round(sup: Any, env: dict[str, str], run_dir: Path, run_key: str) -> di
 def test_enrolled_agent_trains_survives_crashes_pauses_and_stops(
     tmp_path: Path, creds: CredentialPaths
 ) -> None:
+    from fedgaze.processes import Supervisor, free_ports
     from fedgaze.server.launcher import (
         CONNECTION,
         child_env,
         flower_executable,
         start_superlink,
     )
-    from fedgaze.server.processes import Supervisor, free_ports
 
     answers = tmp_path / "answers.jsonl"
     answers.write_text(json.dumps({"prompt": "p", "answers": ["a", "b"]}) + "\n")
@@ -538,7 +538,7 @@ def test_enrolled_agent_trains_survives_crashes_pauses_and_stops(
 
 
 def log_text(sup: Any, name: str) -> str:
-    from fedgaze.server.processes import log_tail
+    from fedgaze.processes import log_tail
 
     return log_tail(sup.log_path(name), 40)
 

@@ -15,8 +15,8 @@ from settings_factory import server_settings
 from fedgaze.data.split import chronological_split
 from fedgaze.federation.settings import NodeSettings, ServerSettings, SettingsError
 from fedgaze.model.store import ModelDirError, SavedModel, load_model, save_model
+from fedgaze.processes import Supervisor, free_ports, port_in_use
 from fedgaze.server.aggregate import fedavg, weighted_mean
-from fedgaze.server.processes import Supervisor, free_ports, port_in_use
 
 
 def _server_settings(**kw: object) -> ServerSettings:

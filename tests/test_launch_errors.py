@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from fedgaze.processes import ProcessFailed, Supervisor
 from fedgaze.server import launcher
-from fedgaze.server.processes import ProcessFailed, Supervisor
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 

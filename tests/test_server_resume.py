@@ -17,12 +17,12 @@ from pathlib import Path
 import pytest
 
 from fedgaze.federation.cohort import provision_synthetic
+from fedgaze.federation.flower import child_env, supernode_command
 from fedgaze.privacy.device_ledger import DP_ROUND, ledger_path
 from fedgaze.privacy.ledger import verify_jsonl, verify_sqlite
+from fedgaze.processes import Supervisor, descendants, free_ports, log_tail
 from fedgaze.security.certs import CredentialPaths, provision_credentials
-from fedgaze.server.launcher import child_env, supernode_command
 from fedgaze.server.ledger import SERVER_LEDGER_FILE, ledger_progress
-from fedgaze.server.processes import Supervisor, descendants, free_ports, log_tail
 from fedgaze.server.start import PROCESSES_FILE
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(540)]

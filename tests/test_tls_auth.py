@@ -20,6 +20,7 @@ from rich.console import Console
 
 from fedgaze.cli import _federation_options, build_parser
 from fedgaze.cli import main as fedgaze_main
+from fedgaze.processes import Supervisor, free_ports, log_tail
 from fedgaze.security.certs import (
     CredentialPaths,
     make_ca,
@@ -39,7 +40,6 @@ from fedgaze.server.launcher import (
     superlink_command,
     supernode_command,
 )
-from fedgaze.server.processes import Supervisor, free_ports, log_tail
 
 JOIN_LIMIT = 30.0
 

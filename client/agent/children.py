@@ -14,7 +14,7 @@ import sys
 
 from fedgaze.client.agent.config import ClientConfig, OpenAIAnswers, ReplayAnswers
 from fedgaze.client.agent.supervisor import ChildSpec
-from fedgaze.server.launcher import child_env, supernode_command
+from fedgaze.federation.flower import child_env, supernode_command
 
 CAPTURE_MODULE = "fedgaze.client.capture.web"
 SUPERNODE = "supernode"

@@ -34,7 +34,7 @@ from typing import Any
 from fedgaze.atomic import append_line_durable, write_json_atomic
 from fedgaze.client.agent.layout import DeviceLayout
 from fedgaze.client.agent.lock import agent_lock
-from fedgaze.server.processes import Supervisor, descendants, log_tail
+from fedgaze.processes import Supervisor, descendants, log_tail
 
 STATE_FORMAT = 1
 AGENT_LOG = "agent.log"

@@ -181,5 +181,6 @@ def _terminate(procs: Sequence[subprocess.Popen[bytes]], grace: float) -> None:
     for pid in strays:
         with suppress(ProcessLookupError, PermissionError):
             os.kill(pid, signal.SIGKILL)
+    for proc in procs:
         with suppress(subprocess.TimeoutExpired):
             proc.wait(timeout=grace)
