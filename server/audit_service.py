@@ -10,7 +10,6 @@ refuses to start without a certificate and key.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from concurrent import futures
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +18,7 @@ import grpc
 from fedgaze.privacy.audit import RDP_TOLERANCE, audit_path, export_events
 from fedgaze.privacy.keys import pseudonym
 from fedgaze.privacy.ledger import LedgerRecord, read_sqlite_lines
-from fedgaze.security.net import is_loopback
+from fedgaze.security.net import serve_local_grpc
 from fedgaze.server.ledger import SERVER_LEDGER_FILE, SERVER_ROUND
 from fedgaze.v1 import audit_pb2, audit_pb2_grpc
 
@@ -120,19 +119,12 @@ def serve_audit(
         raise FileNotFoundError(f"{run}: no {SERVER_LEDGER_FILE} to serve")
     if (tls_cert is None) != (tls_key is None):
         raise ValueError("TLS needs both a certificate and a key")
-    if tls_cert is None and not is_loopback(address):
-        raise ValueError(
-            f"refusing to serve the audit service on {address} without TLS: "
-            "pass a certificate and key, or bind to 127.0.0.1 / [::1]"
-        )
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers))
-    audit_pb2_grpc.add_PrivacyAuditServicer_to_server(AuditServicer(run), server)
-    if tls_cert is not None and tls_key is not None:
-        creds = grpc.ssl_server_credentials([(tls_key, tls_cert)])
-        port = server.add_secure_port(address, creds)
-    else:
-        port = server.add_insecure_port(address)
-    if port == 0:
-        raise RuntimeError(f"could not bind the audit service to {address}")
-    server.start()
-    return server, port
+    return serve_local_grpc(
+        "audit",
+        address,
+        lambda server: audit_pb2_grpc.add_PrivacyAuditServicer_to_server(
+            AuditServicer(run), server
+        ),
+        tls=(tls_cert, tls_key) if tls_cert is not None and tls_key is not None else None,
+        workers=workers,
+    )

@@ -171,7 +171,8 @@ def test_audit_service_over_tls_and_refusals(run_dir: Path, tmp_path: Path) -> N
     import grpc
 
     from fedgaze.security.certs import make_ca, make_server_cert
-    from fedgaze.server.audit_service import is_loopback, serve_audit
+    from fedgaze.security.net import is_loopback
+    from fedgaze.server.audit_service import serve_audit
     from fedgaze.v1 import audit_pb2, audit_pb2_grpc
 
     assert is_loopback("127.0.0.1:1") and is_loopback("[::1]:1") and is_loopback("localhost:1")

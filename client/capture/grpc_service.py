@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator, Mapping
-from concurrent import futures
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
@@ -32,7 +31,7 @@ from fedgaze.client.capture.samples import (
     rejection_of,
 )
 from fedgaze.client.capture.sink import CaptureError, CapturePaused, CaptureSink
-from fedgaze.security.net import is_loopback_host
+from fedgaze.security.net import serve_local_grpc
 from fedgaze.v1 import capture_pb2, capture_pb2_grpc
 
 __all__ = [
@@ -238,20 +237,16 @@ def serve_capture(
     """
     if (certificate is None) != (private_key is None):
         raise ValueError("TLS needs both a certificate and a private key")
-    host = address.rsplit(":", 1)[0]
-    if certificate is None and not is_loopback_host(host):
-        raise ValueError(
-            f"refusing to serve the capture service on {address} without TLS: "
-            "pass a certificate and private key, or bind to 127.0.0.1 / [::1]"
-        )
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers))
-    capture_pb2_grpc.add_CaptureServicer_to_server(CaptureServicer(sink), server)
-    if certificate is not None and private_key is not None:
-        pair = (Path(private_key).read_bytes(), Path(certificate).read_bytes())
-        port = server.add_secure_port(address, grpc.ssl_server_credentials([pair]))
-    else:
-        port = server.add_insecure_port(address)
-    if port == 0:
-        raise RuntimeError(f"could not bind the capture service to {address}")
-    server.start()
-    return server, port
+    return serve_local_grpc(
+        "capture",
+        address,
+        lambda server: capture_pb2_grpc.add_CaptureServicer_to_server(
+            CaptureServicer(sink), server
+        ),
+        tls=(
+            (Path(certificate).read_bytes(), Path(private_key).read_bytes())
+            if certificate is not None and private_key is not None
+            else None
+        ),
+        workers=workers,
+    )

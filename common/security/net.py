@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Callable
+from concurrent import futures
+
+import grpc
 
 
 def is_loopback_host(host: str) -> bool:
@@ -19,3 +23,36 @@ def is_loopback_host(host: str) -> bool:
 def is_loopback(address: str) -> bool:
     """True when ``host:port`` (IPv6 in brackets) names this machine's loopback interface."""
     return is_loopback_host(address.rsplit(":", 1)[0])
+
+
+def serve_local_grpc(
+    name: str,
+    address: str,
+    register: Callable[[grpc.Server], None],
+    *,
+    tls: tuple[bytes, bytes] | None,
+    workers: int,
+) -> tuple[grpc.Server, int]:
+    """Start a gRPC server for service ``name`` on ``address`` (``host:port``, IPv6 in
+    brackets; port 0 picks one) and return it with its port.
+
+    ``register`` adds the servicer. ``tls`` is ``(certificate PEM, private key PEM)``; without
+    it only a loopback address is accepted (ValueError otherwise), because what our services
+    carry (ledgers, samples) is not for the network in plaintext.
+    """
+    if tls is None and not is_loopback(address):
+        raise ValueError(
+            f"refusing to serve the {name} service on {address} without TLS: "
+            "pass a certificate and private key, or bind to 127.0.0.1 / [::1]"
+        )
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers))
+    register(server)
+    if tls is not None:
+        certificate, key = tls
+        port = server.add_secure_port(address, grpc.ssl_server_credentials([(key, certificate)]))
+    else:
+        port = server.add_insecure_port(address)
+    if port == 0:
+        raise RuntimeError(f"could not bind the {name} service to {address}")
+    server.start()
+    return server, port
