@@ -17,29 +17,10 @@ from typing import TYPE_CHECKING, Any
 from rich.console import Console
 from rich.markup import escape
 
+from fedgaze.argtypes import existing_dir, positive_float, positive_int
+
 if TYPE_CHECKING:
     from fedgaze.demo import FederationOptions
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {value}")
-    return value
-
-
-def _existing_dir(text: str) -> Path:
-    path = Path(text)
-    if not path.is_dir():
-        raise argparse.ArgumentTypeError(f"not a directory: {path}")
-    return path
 
 
 def _add_federation_args(p: argparse.ArgumentParser) -> None:
@@ -49,31 +30,31 @@ def _add_federation_args(p: argparse.ArgumentParser) -> None:
         help="turn OFF TLS and SuperNode authentication (debugging only; default: both on, "
         "with a fresh CA and device keys under RUN_DIR/certs)",
     )
-    p.add_argument("--rounds", type=_positive_int, default=3, help="federated rounds (3)")
+    p.add_argument("--rounds", type=positive_int, default=3, help="federated rounds (3)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", help="comma-separated IFLLM worker ids to run as devices")
     p.add_argument(
         "--max-workers",
-        type=_positive_int,
+        type=positive_int,
         default=8,
         help="cap on IFLLM devices (8); each is a SuperNode process",
     )
-    p.add_argument("--delta", type=_positive_float, default=1e-5)
+    p.add_argument("--delta", type=positive_float, default=1e-5)
     p.add_argument(
         "--noise-multiplier",
-        type=_positive_float,
+        type=positive_float,
         help="DP-SGD noise (default: the smallest that fits every round into the budget)",
     )
-    p.add_argument("--round-timeout", type=_positive_float, default=120.0, help="seconds (120)")
+    p.add_argument("--round-timeout", type=positive_float, default=120.0, help="seconds (120)")
     p.add_argument(
         "--max-device-epsilon",
-        type=_positive_float,
+        type=positive_float,
         help="server policy: do not aggregate an update whose signed record states a larger "
         "cumulative epsilon (default: no cap)",
     )
     p.add_argument(
         "--client-dp-epsilon",
-        type=_positive_float,
+        type=positive_float,
         help="also add client-level DP to the aggregate, calibrated to this epsilon per person "
         "over all rounds (default: off)",
     )
@@ -92,12 +73,12 @@ def _add_federation_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--max-update-norm",
-        type=_positive_float,
+        type=positive_float,
         help="refuse an update farther than this (L2) from the model sent (default: no bound)",
     )
     p.add_argument(
         "--client-dp-clip",
-        type=_positive_float,
+        type=positive_float,
         default=0.5,
         help="client-level DP: L2 bound of each device's update (0.5)",
     )
@@ -112,23 +93,23 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     demo = sub.add_parser("demo", help="run a real local federation end to end")
-    demo.add_argument("--nodes", type=_positive_int, default=5, help="synthetic devices (5)")
-    demo.add_argument("--data", type=_existing_dir, help="IFLLM-format folder instead of synthetic")
+    demo.add_argument("--nodes", type=positive_int, default=5, help="synthetic devices (5)")
+    demo.add_argument("--data", type=existing_dir, help="IFLLM-format folder instead of synthetic")
     demo.add_argument("--run-dir", type=Path, help="run directory (default: new under ./runs/)")
-    demo.add_argument("--epsilon", type=_positive_float, default=8.0, help="per-device budget (8)")
+    demo.add_argument("--epsilon", type=positive_float, default=8.0, help="per-device budget (8)")
     _add_federation_args(demo)
 
     train = sub.add_parser("train", help="train a reward model on an IFLLM-format folder")
-    train.add_argument("--data", type=_existing_dir, required=True)
+    train.add_argument("--data", type=existing_dir, required=True)
     train.add_argument("--out", type=Path, required=True, help="model directory to write")
     train.add_argument("--mode", choices=("central", "federated"), default="central")
     train.add_argument(
         "--epsilon",
-        type=_positive_float,
+        type=positive_float,
         help="DP budget: central = target epsilon; federated = per-device budget "
         "(default: non-private central, budget 8 federated)",
     )
-    train.add_argument("--epochs", type=_positive_int, default=10, help="central epochs (10)")
+    train.add_argument("--epochs", type=positive_int, default=10, help="central epochs (10)")
     train.add_argument("--run-dir", type=Path, help="federated: run directory")
     _add_federation_args(train)
 
@@ -138,7 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
     certs.add_argument("--out", type=Path, required=True, help="directory to write (new)")
     who = certs.add_mutually_exclusive_group()
     who.add_argument(
-        "--devices", type=_positive_int, default=None, help="device-000..N-1 key pairs (1)"
+        "--devices", type=positive_int, default=None, help="device-000..N-1 key pairs (1)"
     )
     who.add_argument("--device-ids", help="comma-separated device ids, one key pair each")
     certs.add_argument(
@@ -148,20 +129,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     score = sub.add_parser("score", help="score every labelled pairwise comparison of a folder")
-    score.add_argument("--model", type=_existing_dir, required=True)
-    score.add_argument("--data", type=_existing_dir, required=True)
+    score.add_argument("--model", type=existing_dir, required=True)
+    score.add_argument("--data", type=existing_dir, required=True)
     score.add_argument("--out", type=Path, required=True, help="CSV: query_ID,p_right")
 
     feats = sub.add_parser(
         "features", help="compute the feature table of every comparison of an IFLLM-format folder"
     )
-    feats.add_argument("--data", type=_existing_dir, required=True)
+    feats.add_argument("--data", type=existing_dir, required=True)
     feats.add_argument(
         "--out", type=Path, required=True, help="table to write: FILE.parquet or FILE.csv"
     )
     feats.add_argument(
         "--jobs",
-        type=_positive_int,
+        type=positive_int,
         default=len(os.sched_getaffinity(0)),
         help="worker processes (default: every core this process may use)",
     )
@@ -170,7 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
     server = sub.add_parser("server", help="commands for the operator of the federation server")
     server_sub = server.add_subparsers(dest="server_command", required=True)
     status = server_sub.add_parser("status", help="state of a run: rounds, devices, refusals")
-    status.add_argument("run_dir", type=_existing_dir, help="the run directory")
+    status.add_argument("run_dir", type=existing_dir, help="the run directory")
     status.add_argument("--json", action="store_true", help="machine-readable output")
     start = server_sub.add_parser(
         "start", help="run the federation server of a server.toml (TLS, node auth, DP)"
@@ -188,7 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     budget.add_argument(
         "--device-dir",
-        type=_existing_dir,
+        type=existing_dir,
         help="the device folder (default: the enrolled device's, from the client config)",
     )
     budget.add_argument("--config", type=Path, help="client config (default: the enrolled one)")
@@ -219,11 +200,11 @@ def _add_audit_parsers(sub: Any) -> None:
         "canary",
         help="one-run empirical audit of local DP-SGD (Steinke, Nasr, Jagielski 2023)",
     )
-    canary.add_argument("--noise-multiplier", type=_positive_float, default=1.0)
-    canary.add_argument("--canaries", type=_positive_int, default=1000, help="m (1000)")
-    canary.add_argument("--guesses", type=_positive_int, default=100, help="r, half each way")
+    canary.add_argument("--noise-multiplier", type=positive_float, default=1.0)
+    canary.add_argument("--canaries", type=positive_int, default=1000, help="m (1000)")
+    canary.add_argument("--guesses", type=positive_int, default=100, help="r, half each way")
     canary.add_argument("--seed", type=int, default=0)
-    canary.add_argument("--delta", type=_positive_float, default=1e-5)
+    canary.add_argument("--delta", type=positive_float, default=1e-5)
     canary.add_argument(
         "--noise-off",
         action="store_true",

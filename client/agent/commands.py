@@ -17,21 +17,9 @@ from typing import Any
 from rich.console import Console
 from rich.markup import escape
 
+from fedgaze.argtypes import port, positive_float
+
 SERVICE_NAME = "fedgaze-client.service"
-
-
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {value}")
-    return value
-
-
-def _port(text: str) -> int:
-    value = int(text)
-    if not 1 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"must be a port in 1..65535, got {value}")
-    return value
 
 
 def _config_arg(p: argparse.ArgumentParser) -> None:
@@ -60,16 +48,16 @@ def add_client_parsers(client_sub: Any) -> None:
     enroll.add_argument("--device-id", help="name in replies (default: random device-XXXXXXXX)")
     enroll.add_argument(
         "--epsilon-budget",
-        type=_positive_float,
+        type=positive_float,
         default=8.0,
         help="this device's own privacy budget, enforced on the device (8)",
     )
-    enroll.add_argument("--delta", type=_positive_float, default=1e-5, help="its delta (1e-5)")
+    enroll.add_argument("--delta", type=positive_float, default=1e-5, help="its delta (1e-5)")
     enroll.add_argument(
-        "--supernode-port", type=_port, default=9094, help="SuperNode's local runtime port (9094)"
+        "--supernode-port", type=port, default=9094, help="SuperNode's local runtime port (9094)"
     )
-    enroll.add_argument("--capture-port", type=_port, default=8765, help="capture page (8765)")
-    enroll.add_argument("--capture-grpc-port", type=_port, help="also serve capture over gRPC")
+    enroll.add_argument("--capture-port", type=port, default=8765, help="capture page (8765)")
+    enroll.add_argument("--capture-grpc-port", type=port, help="also serve capture over gRPC")
     answers = enroll.add_mutually_exclusive_group()
     answers.add_argument("--replay", type=Path, help="answers: replay this JSONL file")
     answers.add_argument("--openai-url", help="answers: an OpenAI-compatible server's base URL")
