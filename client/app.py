@@ -73,7 +73,7 @@ def personal_head_path(node: NodeSettings) -> Path:
 
 def _paused_reply(node: NodeSettings, plan: RoundPlan, msg: Message) -> Message:
     """The reply of a paused device: it took no part (no data read, nothing charged)."""
-    metrics = {protocol.SERVER_ROUND: plan.server_round, protocol.NUM_EXAMPLES: 0}
+    metrics: dict[str, float] = {protocol.SERVER_ROUND: plan.server_round, protocol.NUM_EXAMPLES: 0}
     return Message(
         protocol.reply_content(node.device_id, protocol.STATUS_PAUSED, metrics), reply_to=msg
     )

@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 from flwr.app import ConfigRecord, Context, Message, MessageType, RecordDict
+from flwr.common.constant import ErrorCode
 from flwr.serverapp import Grid, ServerApp
 
 from fedgaze.atomic import append_line_durable, write_json_atomic
@@ -112,24 +113,81 @@ class Exchange:
     failures: list[str]
 
 
-def exchange(grid: Grid, messages: list[Message], timeout: float, poll: float = 0.25) -> Exchange:
+def _resend(msg: Message) -> Message:
+    """A fresh copy of ``msg`` (same content and destination) to push again."""
+    meta = msg.metadata
+    return Message(
+        content=msg.content,
+        dst_node_id=meta.dst_node_id,
+        message_type=meta.message_type,
+        group_id=meta.group_id,
+    )
+
+
+def exchange(
+    grid: Grid,
+    messages: list[Message],
+    timeout: float,
+    poll: float = 0.25,
+    max_resends: int = 3,
+) -> Exchange:
     """Push ``messages``, collect replies until all arrive or ``timeout`` seconds pass.
 
     Like ``Grid.send_and_receive`` but polling every ``poll`` seconds instead of Flower's fixed
     3 s (which dominates round time for small models), and naming the destination node of every
     error reply, malformed reply and missing reply.
+
+    A device whose connection dropped (Flower answers "Node Unavailable" when its heartbeats
+    stop) gets the message again, up to ``max_resends`` times, as soon as it is back online
+    within the timeout: after a SuperLink restart (``--resume``) devices reconnect with backoff,
+    and a device that briefly lost its network should not miss the round. A device replays a
+    round it was already charged for, so a resend costs it nothing.
     """
-    ids: list[str | None] = list(grid.push_messages(messages))
-    unsent = [msg.metadata.dst_node_id for mid, msg in zip(ids, messages, strict=True) if not mid]
-    node_of = {mid: msg.metadata.dst_node_id for mid, msg in zip(ids, messages, strict=True) if mid}
-    pending = set(node_of)
     deadline = time.monotonic() + timeout
+    node_of: dict[str, int] = {}
+    original: dict[int, Message] = {}
+    unsent: list[int] = []
+    resends: dict[int, int] = {}
+    away: set[int] = set()  # nodes to resend to once they are online again
+
+    def push(batch: list[Message]) -> None:
+        ids = list(grid.push_messages(batch))
+        for mid, msg in zip(ids, batch, strict=True):
+            node = msg.metadata.dst_node_id
+            original[node] = msg
+            if mid:
+                node_of[mid] = node
+            else:
+                unsent.append(node)
+
+    push(messages)
+    pending = set(node_of)
     replies: list[Message] = []
-    while pending:
-        got = list(grid.pull_messages(pending))
-        replies.extend(got)
-        pending.difference_update(m.metadata.reply_to_message_id for m in got)
-        if not pending or time.monotonic() >= deadline:
+    unavailable: dict[int, str] = {}
+    while pending or away:
+        for msg in grid.pull_messages(pending) if pending else []:
+            pending.discard(msg.metadata.reply_to_message_id)
+            node = node_of.get(msg.metadata.reply_to_message_id, msg.metadata.src_node_id)
+            if (
+                msg.has_error()
+                and msg.error.code == ErrorCode.NODE_UNAVAILABLE
+                and resends.get(node, 0) < max_resends
+            ):
+                away.add(node)
+                unavailable[node] = msg.error.reason or "Node Unavailable"
+                continue
+            replies.append(msg)
+        if away:
+            back = away & set(grid.get_node_ids())
+            if back:
+                away -= back
+                for node in back:
+                    resends[node] = resends.get(node, 0) + 1
+                    unavailable.pop(node, None)
+                before = set(node_of)
+                push([_resend(original[node]) for node in sorted(back)])
+                pending |= set(node_of) - before
+        if time.monotonic() >= deadline or not (pending or away):
             break
         time.sleep(poll)
     reports: list[tuple[protocol.DeviceReport, Message]] = []
@@ -143,6 +201,10 @@ def exchange(grid: Grid, messages: list[Message], timeout: float, poll: float = 
             reports.append((protocol.parse_report(msg), msg))
         except (ValueError, KeyError) as err:
             failures.append(f"node {node}: malformed reply ({err})")
+    failures.extend(
+        f"node {node}: {unavailable.get(node, 'unavailable')} (not back within {timeout:.0f} s)"
+        for node in sorted(away)
+    )
     failures.extend(f"node {node_of[mid]}: no reply within {timeout:.0f} s" for mid in pending)
     return Exchange(reports, failures)
 

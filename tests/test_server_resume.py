@@ -11,7 +11,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -83,7 +83,9 @@ def _kill_server(run_dir: Path) -> None:
 
 
 @pytest.fixture
-def devices(tmp_path: Path) -> Iterator[tuple[Supervisor, Path, Path, CredentialPaths]]:
+def devices(tmp_path: Path) -> Iterator[tuple[Supervisor, Path, Path, Callable[[], None]]]:
+    """The run's config and a way to start its two devices (SuperNodes with TLS and their
+    authentication keys), which keep running while the server is killed and restarted."""
     run_dir = tmp_path / "run"
     creds = provision_credentials(tmp_path / "certs", ["d0", "d1"])
     config = tmp_path / "server.toml"
@@ -91,19 +93,22 @@ def devices(tmp_path: Path) -> Iterator[tuple[Supervisor, Path, Path, Credential
     _write_config(config, run_dir, creds, ports)
     nodes = provision_synthetic(run_dir / "devices", 2, seed=1, epsilon_budget=8.0, delta=1e-5)
     with Supervisor(tmp_path / "device_logs") as sup:
-        env = child_env(tmp_path / "device_flwr_home")
-        for i, (node, runtime_port) in enumerate(zip(nodes, free_ports(2), strict=True)):
-            argv = supernode_command(
-                f"127.0.0.1:{ports[0]}",
-                runtime_port,
-                root_certificates=creds.ca_cert,
-                auth_key=creds.device_keys[f"d{i}"],
-                node_config=node.to_node_config_arg(),
-                max_wait=400,
-                max_retries=10_000,
-            )
-            sup.start(f"supernode-{i}", argv, env)
-        yield sup, run_dir, config, creds
+
+        def start_devices() -> None:
+            env = child_env(tmp_path / "device_flwr_home")
+            for i, (node, runtime_port) in enumerate(zip(nodes, free_ports(2), strict=True)):
+                argv = supernode_command(
+                    f"127.0.0.1:{ports[0]}",
+                    runtime_port,
+                    root_certificates=creds.ca_cert,
+                    auth_key=creds.device_keys[f"d{i}"],
+                    node_config=node.to_node_config_arg(),
+                    max_wait=400,
+                    max_retries=10_000,
+                )
+                sup.start(f"supernode-{i}", argv, env)
+
+        yield sup, run_dir, config, start_devices
 
 
 def _start(config: Path, log: Path, *extra: str) -> subprocess.Popen[bytes]:
@@ -117,12 +122,20 @@ def _start(config: Path, log: Path, *extra: str) -> subprocess.Popen[bytes]:
 
 
 def test_server_killed_mid_run_resumes_without_losing_or_repeating_a_round(
-    devices: tuple[Supervisor, Path, Path, CredentialPaths], tmp_path: Path
+    devices: tuple[Supervisor, Path, Path, Callable[[], None]], tmp_path: Path
 ) -> None:
-    sup, run_dir, config, _ = devices
+    sup, run_dir, config, start_devices = devices
     log = tmp_path / "server.log"
     server = _start(config, log)
     try:
+        # Devices start once their keys are registered: Flower refuses (for good) a SuperNode
+        # whose key it does not know yet.
+        deadline = time.monotonic() + 120
+        while not any(e.get("event") == "waiting" for e in _events(run_dir)):
+            assert server.poll() is None, log_tail(log)
+            assert time.monotonic() < deadline, "the ServerApp did not start\n" + log_tail(log)
+            time.sleep(0.25)
+        start_devices()
         deadline = time.monotonic() + 240
         while not any(e.get("event") == "round" for e in _events(run_dir)):
             assert server.poll() is None, log_tail(log)

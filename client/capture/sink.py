@@ -204,7 +204,9 @@ class CaptureSink:
             if isinstance(op, PrepareOp) and op.fingerprint == stored_fp:
                 folded_below = op.upto  # the store was written; its retire step was not
                 break
-        pending = [(s, op) for s, op in ops if s >= folded_below and not isinstance(op, PrepareOp)]
+        pending: list[tuple[int, Op]] = [
+            (s, op) for s, op in ops if s >= folded_below and not isinstance(op, PrepareOp)
+        ]
         if len(pending) < len(ops):
             keep = {s for s, _ in pending}
             self._journal.retire(lambda s: s in keep)
