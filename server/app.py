@@ -595,9 +595,10 @@ def _save(
 @app.main()
 def main(grid: Grid, context: Context) -> None:
     """ServerApp entry point: parse the run config, run the federation, report failures."""
-    settings = ServerSettings.from_run_config(context.run_config)
+    run_dir = Path(str(context.run_config.get("run-dir", ".")))
     try:
+        settings = ServerSettings.from_run_config(context.run_config)
         run_federation(grid, settings)
     except Exception as err:
-        emit(Path(settings.run_dir), "failed", error=f"{type(err).__name__}: {err}")
+        emit(run_dir, "failed", error=f"{type(err).__name__}: {err}")
         raise

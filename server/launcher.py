@@ -42,6 +42,10 @@ class FederationFailed(RuntimeError):
     """The federation did not complete; the message says where and quotes the relevant log."""
 
 
+class ServerAppNotStarted(FederationFailed):
+    """Flower ended the run before the fedgaze ServerApp wrote anything (it never ran)."""
+
+
 @dataclass(frozen=True)
 class LaunchLimits:
     """Upper bounds on every wait, so that nothing the launcher does can hang."""
@@ -426,15 +430,24 @@ def run_app(
     follow its progress until it is done (or ``deadline``, a ``time.monotonic()`` value), and
     return the ServerApp's result record."""
     write_flower_app(run_dir / "flower_app", settings)
-    tail = _ProgressTail(run_dir / PROGRESS_FILE)
-    sup.start(
-        "flwr-run",
-        [flower_executable("flwr"), "run", str(run_dir / "flower_app"), CONNECTION, "--stream"],
-        env,
-    )
-    if on_started is not None:
-        on_started(sup)
-    _follow(sup, tail, on_event, deadline, env)
+    for attempt in (1, 2):
+        tail = _ProgressTail(run_dir / PROGRESS_FILE)
+        sup.start(
+            "flwr-run",
+            [flower_executable("flwr"), "run", str(run_dir / "flower_app"), CONNECTION, "--stream"],
+            env,
+        )
+        if on_started is not None and attempt == 1:
+            on_started(sup)
+        try:
+            _follow(sup, tail, on_event, deadline, env)
+            break
+        except ServerAppNotStarted:
+            # Seen rarely with flwr 1.39: the SuperExec reports the ServerApp task failed
+            # before it pulled its input. Nothing ran, so submitting again is safe.
+            if attempt == 2:
+                raise
+            sup.stop("flwr-run")
     _drain(sup, drain)
     result_path = run_dir / RESULT_FILE
     try:
@@ -479,12 +492,21 @@ def _run_status(sup: Supervisor, env: dict[str, str]) -> str | None:
     Used only when ``flwr run --stream`` has ended early: its HTTP log stream can close while
     the run goes on, so its exit is no evidence that the run is over.
     """
-    match = re.search(r"started run (\d+)", sup.log_path("flwr-run").read_text(errors="replace"))
-    if match is None:
+    # The log is appended to when a run is submitted again: the last run started is ours.
+    started = re.findall(r"started run (\d+)", sup.log_path("flwr-run").read_text(errors="replace"))
+    if not started:
         return None
     try:
         proc = subprocess.run(
-            [flower_executable("flwr"), "ls", CONNECTION, "--run-id", match[1], "--format", "json"],
+            [
+                flower_executable("flwr"),
+                "ls",
+                CONNECTION,
+                "--run-id",
+                started[-1],
+                "--format",
+                "json",
+            ],
             capture_output=True,
             text=True,
             timeout=60,
@@ -505,8 +527,12 @@ def _follow(
     env: dict[str, str],
     status_every: float = 5.0,
 ) -> None:
+    seen = False
+
     def finished() -> bool:
+        nonlocal seen
         for event in tail.poll():
+            seen = True
             if on_event is not None:
                 on_event(event)
             if event["event"] == "failed":
@@ -522,7 +548,8 @@ def _follow(
             next_status = time.monotonic() + status_every
             status = _run_status(sup, env)
             if status is not None and status.startswith("finished") and not finished():
-                raise FederationFailed(
+                failure = FederationFailed if seen else ServerAppNotStarted
+                raise failure(
                     f"the run ended ({status}) before the ServerApp finished; flwr run said:\n"
                     f"{log_tail(sup.log_path('flwr-run'))}"
                 )
