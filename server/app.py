@@ -44,8 +44,8 @@ from fedgaze.server.ledger import (
     ResumeError,
     RoundBook,
     ServerLedger,
+    check_start,
     ledger_progress,
-    resume_conflicts,
 )
 from fedgaze.server.validate import validate_update
 
@@ -439,22 +439,9 @@ def _start_or_resume(run_dir: Path, settings: ServerSettings) -> RunProgress:
     """The progress to start from: round 0 for a new run, the last committed round's
     checkpoint for a resumed one; :class:`ResumeError` when the run directory disagrees."""
     recorded = ledger_progress(run_dir)
+    check_start(run_dir, recorded, settings)
     if not settings.resume:
-        if recorded.settings is not None:
-            raise ResumeError(
-                f"{run_dir} already holds run {recorded.settings.get('run_key')!r} "
-                f"({recorded.last_round} rounds committed); resume it or use a new run directory"
-            )
         return RunProgress(0, initial_state(settings.hidden, settings.seed))
-    if recorded.settings is None:
-        raise ResumeError(f"{run_dir} holds no started run to resume")
-    conflicts = resume_conflicts(recorded.settings, settings)
-    if conflicts:
-        raise ResumeError("cannot resume with changed settings: " + "; ".join(conflicts))
-    if settings.rounds < recorded.last_round:
-        raise ResumeError(
-            f"rounds {settings.rounds} is below the {recorded.last_round} already committed"
-        )
     try:
         saved = load_model(checkpoint_dir(run_dir, recorded.last_round))
         progress = RunProgress.from_checkpoint(saved)

@@ -117,14 +117,13 @@ def serve_audit(
     run = Path(run_dir)
     if not (run / SERVER_LEDGER_FILE).is_file():
         raise FileNotFoundError(f"{run}: no {SERVER_LEDGER_FILE} to serve")
-    if (tls_cert is None) != (tls_key is None):
-        raise ValueError("TLS needs both a certificate and a key")
     return serve_local_grpc(
         "audit",
         address,
         lambda server: audit_pb2_grpc.add_PrivacyAuditServicer_to_server(
             AuditServicer(run), server
         ),
-        tls=(tls_cert, tls_key) if tls_cert is not None and tls_key is not None else None,
+        certificate=tls_cert,
+        private_key=tls_key,
         workers=workers,
     )

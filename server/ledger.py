@@ -95,6 +95,33 @@ def resume_conflicts(original: dict[str, Any], settings: ServerSettings) -> list
     ]
 
 
+def check_start(run_dir: str | Path, recorded: LedgerProgress, settings: ServerSettings) -> None:
+    """Whether ``settings`` may start (or, with ``settings.resume``, continue) the run recorded
+    in ``run_dir``'s ledger; :class:`ResumeError` naming the reason when not (pure).
+
+    A new run never overwrites a recorded one; a resumed run needs one, with the same settings
+    (see :func:`resume_conflicts`) and no fewer rounds than it already committed. Checked by
+    ``fedgaze server start`` before any process starts and again by the ServerApp.
+    """
+    if not settings.resume:
+        if recorded.settings is not None:
+            raise ResumeError(
+                f"{run_dir} already holds run {recorded.settings.get('run_key')!r} "
+                f"({recorded.last_round} rounds committed); use --resume to continue it, or a "
+                "new run_dir"
+            )
+        return
+    if recorded.settings is None:
+        raise ResumeError(f"{run_dir} holds no started run: nothing to resume")
+    conflicts = resume_conflicts(recorded.settings, settings)
+    if conflicts:
+        raise ResumeError("cannot resume with changed settings: " + "; ".join(conflicts))
+    if settings.rounds < recorded.last_round:
+        raise ResumeError(
+            f"rounds {settings.rounds} is below the {recorded.last_round} already committed"
+        )
+
+
 class RecordRefused(ValueError):
     """A device's update is excluded from aggregation; the message is the recorded reason."""
 

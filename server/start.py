@@ -38,7 +38,7 @@ from fedgaze.server.launcher import (
     run_app,
     start_superlink,
 )
-from fedgaze.server.ledger import ResumeError, ledger_progress, resume_conflicts
+from fedgaze.server.ledger import LedgerProgress, ResumeError, check_start, ledger_progress
 
 PROCESSES_FILE = "server_processes.json"
 """Pids of a running server (this process and the SuperLink), removed on a clean stop; a
@@ -121,25 +121,11 @@ def _stop_earlier_runs(env: dict[str, str]) -> list[str]:
     return stopped
 
 
-def _run_key(config: ServerConfig, run_dir: Path, resume: bool) -> tuple[str, int | None]:
-    """The run key to use and, when resuming, the last committed round."""
-    recorded = ledger_progress(run_dir)
-    if not resume:
-        if recorded.settings is not None:
-            raise ResumeError(
-                f"{run_dir} already holds run {recorded.settings.get('run_key')!r} "
-                f"({recorded.last_round} rounds committed); use --resume to continue it, or a "
-                "new run_dir"
-            )
-        return config.run_key or new_run_key(run_dir), None
-    if recorded.settings is None:
-        raise ResumeError(f"{run_dir} holds no started run: nothing to resume")
-    if (run_dir / RESULT_FILE).exists() and recorded.last_round >= config.federation.rounds:
-        raise ResumeError(
-            f"run {recorded.settings.get('run_key')!r} in {run_dir} is already complete "
-            f"({recorded.last_round} rounds)"
-        )
-    return str(recorded.settings["run_key"]), recorded.last_round
+def _run_key(config: ServerConfig, recorded: LedgerProgress, resume: bool) -> str:
+    """The run key: the recorded run's when resuming, else the config's or a new one."""
+    if resume and recorded.settings is not None:
+        return str(recorded.settings["run_key"])
+    return config.run_key or new_run_key(config.run_dir.resolve())
 
 
 def start_server(
@@ -161,13 +147,13 @@ def start_server(
     run_dir = config.run_dir.resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
     keys = _check_files(config)
-    run_key, resumed_after = _run_key(config, run_dir, resume)
+    recorded = ledger_progress(run_dir)
+    run_key = _run_key(config, recorded, resume)
     settings = config.settings(run_key, resume).model_copy(update={"run_dir": str(run_dir)})
-    if resume:
-        original = ledger_progress(run_dir).settings or {}
-        conflicts = resume_conflicts(original, settings)
-        if conflicts:
-            raise ResumeError("cannot resume with changed settings: " + "; ".join(conflicts))
+    check_start(run_dir, recorded, settings)
+    if resume and (run_dir / RESULT_FILE).exists() and recorded.last_round >= settings.rounds:
+        raise ResumeError(f"run {run_key!r} in {run_dir} is already complete")
+    resumed_after = recorded.last_round if resume else None
     stale = stale_processes(run_dir)
     if stale:
         raise FederationFailed(

@@ -235,18 +235,13 @@ def serve_capture(
     a loopback address is accepted (ValueError otherwise), because samples are personal data.
     Each open ``StreamSamples`` call holds one of ``workers`` threads.
     """
-    if (certificate is None) != (private_key is None):
-        raise ValueError("TLS needs both a certificate and a private key")
     return serve_local_grpc(
         "capture",
         address,
         lambda server: capture_pb2_grpc.add_CaptureServicer_to_server(
             CaptureServicer(sink), server
         ),
-        tls=(
-            (Path(certificate).read_bytes(), Path(private_key).read_bytes())
-            if certificate is not None and private_key is not None
-            else None
-        ),
+        certificate=Path(certificate).read_bytes() if certificate is not None else None,
+        private_key=Path(private_key).read_bytes() if private_key is not None else None,
         workers=workers,
     )

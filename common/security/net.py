@@ -30,26 +30,32 @@ def serve_local_grpc(
     address: str,
     register: Callable[[grpc.Server], None],
     *,
-    tls: tuple[bytes, bytes] | None,
+    certificate: bytes | None,
+    private_key: bytes | None,
     workers: int,
 ) -> tuple[grpc.Server, int]:
     """Start a gRPC server for service ``name`` on ``address`` (``host:port``, IPv6 in
     brackets; port 0 picks one) and return it with its port.
 
-    ``register`` adds the servicer. ``tls`` is ``(certificate PEM, private key PEM)``; without
-    it only a loopback address is accepted (ValueError otherwise), because what our services
-    carry (ledgers, samples) is not for the network in plaintext.
+    ``register`` adds the servicer. ``certificate`` and ``private_key`` are PEM bytes for TLS,
+    both or neither; without them only a loopback address is accepted (ValueError otherwise),
+    because what our services carry (ledgers, samples) is not for the network in plaintext.
     """
-    if tls is None and not is_loopback(address):
+    if (certificate is None) != (private_key is None):
+        raise ValueError(
+            "TLS needs both a certificate and a key: pass both a certificate and a private key, "
+            "or neither"
+        )
+    if certificate is None and not is_loopback(address):
         raise ValueError(
             f"refusing to serve the {name} service on {address} without TLS: "
             "pass a certificate and private key, or bind to 127.0.0.1 / [::1]"
         )
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers))
     register(server)
-    if tls is not None:
-        certificate, key = tls
-        port = server.add_secure_port(address, grpc.ssl_server_credentials([(key, certificate)]))
+    if certificate is not None and private_key is not None:
+        creds = grpc.ssl_server_credentials([(private_key, certificate)])
+        port = server.add_secure_port(address, creds)
     else:
         port = server.add_insecure_port(address)
     if port == 0:
