@@ -343,12 +343,26 @@
 
   // ---- event sources ----------------------------------------------------------------------
 
+  function recordMouse() {
+    // The pointer's latest position, at most once per mouseMinMs.
+    s.trailTimer = null;
+    var m = s.mouse;
+    if (!m) return;
+    s.lastMouse = performance.now();
+    point("mouse", m.x, m.y, epochNow(), -1);
+  }
+
   function onMouseMove(ev) {
     s.mouse = { x: ev.clientX, y: ev.clientY };
-    var now = performance.now();
-    if (now - s.lastMouse < s.opts.mouseMinMs) return;
-    s.lastMouse = now;
-    point("mouse", ev.clientX, ev.clientY, epochNow(), -1);
+    var wait = s.opts.mouseMinMs - (performance.now() - s.lastMouse);
+    if (wait <= 0) {
+      clearTimeout(s.trailTimer);
+      recordMouse();
+    } else if (!s.trailTimer) {
+      // Throttled: record where the pointer is once the interval is over, so the end of a
+      // movement (where it came to rest) is never dropped.
+      s.trailTimer = setTimeout(timed(recordMouse), wait);
+    }
   }
 
   function onMouseOut(ev) {
@@ -378,6 +392,10 @@
     var el = ev.target && ev.target.closest ? ev.target.closest("[data-fedgaze],[id],button,a") : null;
     var what = el ? (el.getAttribute("data-fedgaze") || el.id || el.tagName.toLowerCase()) : "page";
     recordEvent("click", ev.clientX, ev.clientY, what);
+    // A click is also a pointer position, recorded now whatever the throttle says.
+    s.mouse = { x: ev.clientX, y: ev.clientY };
+    clearTimeout(s.trailTimer);
+    recordMouse();
   }
 
   function selectionInfo() {
@@ -482,6 +500,7 @@
       debug: [],
       mouse: null,
       lastMouse: -1e9,
+      trailTimer: null,
       lastScroll: -1e9,
       paused: false,
       pausePoll: null,
@@ -560,6 +579,7 @@
     clearInterval(st.idleTimer);
     clearInterval(st.pausePoll);
     clearTimeout(st.selTimer);
+    clearTimeout(st.trailTimer);
     if (st.status.gaze === "WebGazer" && global.webgazer) {
       try {
         global.webgazer.pause();
