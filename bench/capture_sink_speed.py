@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any
 
 from _results import write_section
-
 from fedgaze.client.capture.samples import QueryMeta, parse_batch
 from fedgaze.client.capture.sink import JOURNAL_FILE, CaptureSink
 

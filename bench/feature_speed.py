@@ -37,7 +37,6 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _results import write_section
-
 from fedgaze.atomic import write_json_atomic
 from fedgaze.data.ifllm import BEHAVIOR_DIR, list_workers
 

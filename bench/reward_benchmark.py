@@ -11,7 +11,7 @@ trained centrally (non-private), federated non-private, federated with device-le
 epsilon 1, 3 and 8, and federated with client-level DP (clipped, noised aggregation). The
 chronological protocol adds on-device personalization (a per-person head that never leaves the
 device) on top of the federated models. Federated rows call the same device and server
-functions as a real run (:mod:`fedgaze.server.simulation`). A drop-one-family ablation of the
+functions as a real run (:mod:`fedgaze.local.simulation`). A drop-one-family ablation of the
 central model says which feature families matter.
 
 Every number is the mean +/- std over seeds of the metric on all test comparisons of that seed;
@@ -42,21 +42,20 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _results import write_section
-
 from fedgaze.data.ifllm import load_ifllm
 from fedgaze.data.split import chronological_split
 from fedgaze.features import v2 as features
+from fedgaze.local.simulation import (
+    DeviceRows,
+    SimulationPlan,
+    simulate_federation,
+)
+from fedgaze.local.train_score import CENTRAL_EPOCHS, CENTRAL_HIDDEN, CENTRAL_LR
 from fedgaze.model.evaluation import roc_auc
 from fedgaze.model.personal import fit_personal_head
 from fedgaze.model.reward import model_from_state, predict_logits
 from fedgaze.privacy.central import CentralDPConfig, calibrate_central_noise
 from fedgaze.privacy.dp_train import train_central
-from fedgaze.server.simulation import (
-    DeviceRows,
-    SimulationPlan,
-    simulate_federation,
-)
-from fedgaze.train_score import CENTRAL_EPOCHS, CENTRAL_HIDDEN, CENTRAL_LR
 
 ROOT = Path(__file__).resolve().parents[1]
 MARKER = "reward_benchmark"

@@ -13,7 +13,7 @@ import pytest
 from fedgaze.client.agent.config import ClientConfig
 from fedgaze.client.agent.enroll import Enrollment, EnrollRequest, enroll
 from fedgaze.client.agent.supervisor import process_start_ticks
-from fedgaze.client.store import save_device
+from fedgaze.client.device.store import save_device
 from fedgaze.data.synthetic import generate_cohort
 from fedgaze.security.certs import CredentialPaths, provision_credentials
 

@@ -7,14 +7,13 @@ import shutil
 from pathlib import Path
 
 import pytest
-from settings_factory import server_settings
 
-from fedgaze.cli import main
+from fedgaze.audit.verify import audit_path
+from fedgaze.cli.main import main
 from fedgaze.federation import protocol
 from fedgaze.federation.settings import ServerSettings
-from fedgaze.privacy.audit import audit_path
-from fedgaze.privacy.device_ledger import DeviceBudget, ledger_path, sync_ledger
-from fedgaze.privacy.ledger import LedgerRecord
+from fedgaze.ledger.device import DeviceBudget, ledger_path, sync_ledger
+from fedgaze.ledger.records import LedgerRecord
 from fedgaze.privacy.state import PrivacyEvent, PrivacyState
 from fedgaze.server.ledger import (
     SERVER_LEDGER_FILE,
@@ -23,6 +22,7 @@ from fedgaze.server.ledger import (
     ServerLedger,
     check_device_record,
 )
+from settings_factory import server_settings
 
 RUN = "run-x"
 

@@ -10,13 +10,13 @@ import numpy as np
 import pytest
 from opacus.accountants import RDPAccountant
 
+from fedgaze.local.simulation import DeviceRows, SimulationPlan, simulate_federation
 from fedgaze.model.evaluation import roc_auc
 from fedgaze.model.personal import PersonalHead, fit_personal_head
 from fedgaze.privacy.accounting import RDP_ORDERS, epsilon_for, merge_history
 from fedgaze.privacy.central import CentralDPConfig, calibrate_central_noise, central_epsilon
 from fedgaze.privacy.dp_train import train_local_nonprivate
 from fedgaze.server.aggregate import dp_fedavg
-from fedgaze.server.simulation import DeviceRows, SimulationPlan, simulate_federation
 
 
 def test_cached_rdp_epsilon_is_identical_to_opacus_accountant() -> None:

@@ -25,11 +25,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pytest
 
-from fedgaze.client.agent.pause import set_paused
 from fedgaze.client.capture.answers import Answer, ReplayAnswers, write_replay
 from fedgaze.client.capture.sink import CaptureSink
 from fedgaze.client.capture.web import STATIC_DIR, CaptureServer
-from fedgaze.client.store import load_device
+from fedgaze.client.device.pause import set_paused
+from fedgaze.client.device.store import load_device
 from fedgaze.data.schema import PREF_RIGHT, SIDE_LEFT, SIDE_NONE, SIDE_RIGHT
 from fedgaze.features.v2 import SIDE_FEATURE_NAMES, featurize
 

@@ -22,9 +22,8 @@ import torch
 from pydantic import ValidationError
 from scipy.stats import binom
 
-from fedgaze.model.reward import PairwiseRewardModel, predict_logits, state_to_numpy
-from fedgaze.privacy import canary, dp_train
-from fedgaze.privacy.canary import (
+from fedgaze.audit import canary
+from fedgaze.audit.canary import (
     CanaryAuditConfig,
     audit_p_value,
     epsilon_lower_bound,
@@ -32,6 +31,8 @@ from fedgaze.privacy.canary import (
     make_canaries,
     run_canary_audit,
 )
+from fedgaze.model.reward import PairwiseRewardModel, predict_logits, state_to_numpy
+from fedgaze.privacy import dp_train
 
 
 @pytest.fixture
@@ -190,7 +191,7 @@ def test_audit_accepts_given_base_features(pinned_noise_seed: None) -> None:
 
 
 def test_audit_canary_command_exit_codes(capsys: pytest.CaptureFixture[str]) -> None:
-    from fedgaze.cli import main
+    from fedgaze.cli.main import main
 
     assert main(["audit", "canary", "--noise-multiplier", "3"]) == 0
     assert "consistent" in capsys.readouterr().out

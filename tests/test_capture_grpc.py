@@ -9,9 +9,8 @@ from typing import Any
 
 import grpc
 import pytest
-from capture_replay import T0, replay_over_grpc
 
-from fedgaze.client.agent.pause import set_paused
+from capture_replay import T0, replay_over_grpc
 from fedgaze.client.capture.fold import fingerprint
 from fedgaze.client.capture.grpc_service import (
     MAX_REJECTIONS,
@@ -20,7 +19,8 @@ from fedgaze.client.capture.grpc_service import (
     serve_capture,
 )
 from fedgaze.client.capture.sink import CaptureSink
-from fedgaze.client.store import load_device
+from fedgaze.client.device.pause import set_paused
+from fedgaze.client.device.store import load_device
 from fedgaze.data.synthetic import generate_cohort
 from fedgaze.security.certs import make_ca, make_server_cert
 from fedgaze.v1 import capture_pb2, capture_pb2_grpc

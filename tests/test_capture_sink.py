@@ -17,9 +17,8 @@ from typing import Any
 
 import numpy as np
 import pytest
-from capture_replay import T0, replay_into_sink
 
-from fedgaze.client.agent.pause import set_paused
+from capture_replay import T0, replay_into_sink
 from fedgaze.client.capture import event_store
 from fedgaze.client.capture import sink as sink_module
 from fedgaze.client.capture.fold import fingerprint
@@ -31,8 +30,9 @@ from fedgaze.client.capture.sink import (
     CapturePaused,
     CaptureSink,
 )
-from fedgaze.client.store import load_device, save_device
-from fedgaze.client.store_crypto import create_store_key
+from fedgaze.client.device.pause import set_paused
+from fedgaze.client.device.store import load_device, save_device
+from fedgaze.client.device.store_crypto import create_store_key
 from fedgaze.data.synthetic import generate_cohort
 from fedgaze.features.v2 import featurize_device
 

@@ -25,7 +25,6 @@ from typing import Any, Protocol
 import grpc
 import pytest
 
-from fedgaze.client.agent.pause import set_paused
 from fedgaze.client.capture.answers import (
     Answer,
     AnswerError,
@@ -36,7 +35,8 @@ from fedgaze.client.capture.answers import (
 )
 from fedgaze.client.capture.sink import CaptureSink
 from fedgaze.client.capture.web import TOKEN_HEADER, CaptureServer
-from fedgaze.client.store import load_device
+from fedgaze.client.device.pause import set_paused
+from fedgaze.client.device.store import load_device
 from fedgaze.data.schema import PREF_LEFT, SIDE_LEFT, SIDE_RIGHT
 
 LEFT = "The quick brown fox jumps over the lazy dog."

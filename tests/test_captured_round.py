@@ -14,18 +14,18 @@ from pathlib import Path
 
 import grpc
 import pytest
-from capture_replay import replay_over_grpc
-from settings_factory import server_settings
 
+from capture_replay import replay_over_grpc
+from fedgaze.audit.budget import device_budget
 from fedgaze.client.capture.fold import fingerprint
 from fedgaze.client.capture.grpc_service import serve_capture
 from fedgaze.client.capture.sink import CaptureSink
-from fedgaze.client.store import load_device
-from fedgaze.federation.cohort import provision_synthetic
+from fedgaze.client.device.store import load_device
 from fedgaze.federation.settings import NodeSettings
-from fedgaze.privacy.budget import device_budget
-from fedgaze.server.launcher import launch_federation
+from fedgaze.local.cohort import provision_synthetic
+from fedgaze.local.launcher import launch_federation
 from fedgaze.v1 import capture_pb2_grpc
+from settings_factory import server_settings
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 

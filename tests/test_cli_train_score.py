@@ -7,11 +7,11 @@ import shutil
 from pathlib import Path
 
 import pytest
-from shared_data import IFLLM_ROOT
 
-from fedgaze.cli import main
+from fedgaze.cli.main import main
 from fedgaze.data.ifllm import labelled_comparison_counts, load_ifllm
 from fedgaze.data.ifllm_subset import write_subset
+from shared_data import IFLLM_ROOT
 
 IFLLM = IFLLM_ROOT
 TRAIN = ["worker_030da562", "worker_0ff5001d", "worker_1d147b43"]

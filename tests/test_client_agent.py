@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from agent_helpers import (
     CANARIES,
     alive,
@@ -26,7 +27,6 @@ from agent_helpers import (
     store_synthetic,
     wait_for,
 )
-
 from fedgaze.client.agent.config import (
     CaptureConfig,
     ConfigError,
@@ -39,11 +39,11 @@ from fedgaze.client.agent.config import (
 )
 from fedgaze.client.agent.enroll import EnrollError, EnrollRequest, enroll
 from fedgaze.client.agent.forget import erasure_order, forget_device
-from fedgaze.client.agent.layout import DeviceLayout
 from fedgaze.client.agent.lock import AgentRunning, agent_lock, agent_running
-from fedgaze.client.agent.pause import set_paused
 from fedgaze.client.agent.status import client_status
 from fedgaze.client.agent.supervisor import RestartPolicy, process_start_ticks, restart_delay
+from fedgaze.client.device.layout import DeviceLayout
+from fedgaze.client.device.pause import set_paused
 from fedgaze.security.certs import CredentialPaths
 
 
@@ -181,7 +181,7 @@ def test_enroll_names_a_bad_ca_and_writes_nothing(tmp_path: Path, creds: Credent
 AGENT = """
 import json, sys
 from pathlib import Path
-from fedgaze.client.agent.layout import DeviceLayout
+from fedgaze.client.device.layout import DeviceLayout
 from fedgaze.client.agent.supervisor import AgentGaveUp, ChildSpec, RestartPolicy, run_agent
 spec = json.loads(sys.argv[1])
 children = [ChildSpec(name, tuple(argv)) for name, argv in spec["children"]]
@@ -412,9 +412,10 @@ def _wait_result(run_dir: Path, sup: Any, limit: float = 180.0) -> dict[str, Any
 
 def _run_round(sup: Any, env: dict[str, str], run_dir: Path, run_key: str) -> dict[str, Any]:
     """One round of the fedgaze app on the SuperLink (as the operator's ``flwr run``)."""
+    from fedgaze.federation.flower import flower_executable
+    from fedgaze.server.submit import write_flower_app
+    from fedgaze.server.superlink import CONNECTION
     from settings_factory import server_settings
-
-    from fedgaze.server.launcher import CONNECTION, flower_executable, write_flower_app
 
     settings = server_settings(
         run_dir=str(run_dir),
@@ -438,13 +439,9 @@ def _run_round(sup: Any, env: dict[str, str], run_dir: Path, run_key: str) -> di
 def test_enrolled_agent_trains_survives_crashes_pauses_and_stops(
     tmp_path: Path, creds: CredentialPaths
 ) -> None:
+    from fedgaze.federation.flower import child_env, flower_executable
     from fedgaze.processes import Supervisor, free_ports
-    from fedgaze.server.launcher import (
-        CONNECTION,
-        child_env,
-        flower_executable,
-        start_superlink,
-    )
+    from fedgaze.server.superlink import CONNECTION, start_superlink
 
     answers = tmp_path / "answers.jsonl"
     answers.write_text(json.dumps({"prompt": "p", "answers": ["a", "b"]}) + "\n")

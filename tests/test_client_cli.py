@@ -15,9 +15,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from agent_helpers import operator_credentials, store_synthetic
 
-from fedgaze.cli import main as fedgaze_main
+from agent_helpers import operator_credentials, store_synthetic
+from fedgaze.cli.main import main as fedgaze_main
 from fedgaze.client.agent.config import load_config
 from fedgaze.security.certs import CredentialPaths
 

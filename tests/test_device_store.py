@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fedgaze.client.store import StoreError, load_device, save_device
+from fedgaze.client.device.store import StoreError, load_device, save_device
 from fedgaze.data.schema import SIDE_LEFT, SIDE_NONE, SIDE_RIGHT, Device, Query, Samples
 
 

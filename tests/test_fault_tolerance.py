@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 from test_demo_interrupt import _processes_mentioning, _wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(420)]

@@ -7,7 +7,6 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
-from shared_data import IFLLM_ROOT
 
 from fedgaze.data.ifllm import labelled_comparison_counts, load_ifllm, query_counts
 from fedgaze.data.ifllm_subset import write_subset
@@ -23,6 +22,7 @@ from fedgaze.features.table import (
     plan_chunks,
     write_feature_table,
 )
+from shared_data import IFLLM_ROOT
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,6 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from shared_data import IFLLM_ROOT
 
 from fedgaze.data.schema import (
     PREF_LEFT,
@@ -51,6 +50,7 @@ from fedgaze.features.v2 import (
     featurize_for_scoring,
     side_features,
 )
+from shared_data import IFLLM_ROOT
 
 F = len(SIDE_FEATURE_NAMES)
 COL = {name: i for i, name in enumerate(SIDE_FEATURE_NAMES)}

@@ -19,11 +19,11 @@ import pytest
 from dp_accounting import dp_event, rdp
 from rich.console import Console
 
-from fedgaze.cli import main as fedgaze_main
-from fedgaze.demo import FederationOptions, run_local_federation
+from fedgaze.audit.verify import audit_path
+from fedgaze.cli.main import main as fedgaze_main
+from fedgaze.local.demo import FederationOptions, run_local_federation
 from fedgaze.model.personal import load_personal_head
 from fedgaze.model.store import load_model
-from fedgaze.privacy.audit import audit_path
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(420)]
 
@@ -146,7 +146,7 @@ def test_signed_ledgers_verify_and_a_tampered_copy_fails(
 def test_audit_service_answers_over_loopback_grpc(run: tuple[Path, dict[str, Any], str]) -> None:
     import grpc
 
-    from fedgaze.privacy.ledger import LedgerRecord, verify_lines
+    from fedgaze.ledger.records import LedgerRecord, verify_lines
     from fedgaze.server.audit_service import serve_audit
     from fedgaze.v1 import audit_pb2, audit_pb2_grpc
 
@@ -201,7 +201,7 @@ def test_audit_report_is_written_with_plots(
 def test_client_level_dp_is_applied_recorded_and_exported(
     run: tuple[Path, dict[str, Any], str],
 ) -> None:
-    from fedgaze.privacy.audit import export_events
+    from fedgaze.audit.verify import export_events
 
     run_dir, summary, _ = run
     cdp = summary["client_dp"]
@@ -271,9 +271,9 @@ def test_run_completes_when_the_log_stream_dies(tmp_path: Path) -> None:
     SuperLink for the run's status instead of declaring the run dead."""
     import signal
 
-    from fedgaze.federation.cohort import provision_synthetic
     from fedgaze.federation.settings import ServerSettings
-    from fedgaze.server.launcher import launch_federation
+    from fedgaze.local.cohort import provision_synthetic
+    from fedgaze.local.launcher import launch_federation
 
     run_dir = tmp_path / "run"
     nodes = provision_synthetic(run_dir / "devices", 2, seed=3, epsilon_budget=20.0, delta=1e-5)

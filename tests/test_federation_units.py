@@ -10,13 +10,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from settings_factory import server_settings
 
 from fedgaze.data.split import chronological_split
 from fedgaze.federation.settings import NodeSettings, ServerSettings, SettingsError
 from fedgaze.model.store import ModelDirError, SavedModel, load_model, save_model
 from fedgaze.processes import Supervisor, free_ports, port_in_use
 from fedgaze.server.aggregate import fedavg, weighted_mean
+from settings_factory import server_settings
 
 
 def _server_settings(**kw: object) -> ServerSettings:
@@ -149,7 +149,7 @@ def test_free_ports_are_free_and_distinct() -> None:
 
 
 def test_replace_model_dir_refuses_non_model_dirs(tmp_path: Path) -> None:
-    from fedgaze.cli import replace_model_dir
+    from fedgaze.cli.main import replace_model_dir
 
     saved = SavedModel(
         state={"a": np.zeros(2, np.float32)}, feature_set="v1", n_features=1, hidden=1

@@ -9,16 +9,16 @@ from typing import Any
 import numpy as np
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from settings_factory import server_settings
 
 from fedgaze.federation import protocol
 from fedgaze.federation.arrays import ModelState, to_array_record
 from fedgaze.federation.settings import RoundPlan, ServerSettings, SettingsError
-from fedgaze.privacy.keys import pseudonym, public_key_b64
+from fedgaze.ledger.keys import pseudonym, public_key_b64
 from fedgaze.server.aggregate import coordinate_median, fedavg, trim_count, trimmed_mean
 from fedgaze.server.app import DeviceLedgerView, accept_updates, aggregate
 from fedgaze.server.ledger import RoundBook
 from fedgaze.server.validate import update_norm, validate_update
+from settings_factory import server_settings
 
 W, B = "net.0.weight", "net.0.bias"
 

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from shared_data import IFLLM_ROOT
 
 from fedgaze.data import ifllm
 from fedgaze.data.ifllm import (
@@ -29,6 +28,7 @@ from fedgaze.data.ifllm import (
     query_counts,
 )
 from fedgaze.data.schema import SIDE_LEFT, SIDE_NONE, SIDE_RIGHT, Query
+from shared_data import IFLLM_ROOT
 
 DATA = IFLLM_ROOT
 HOUR_MS = 3_600_000

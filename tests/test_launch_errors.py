@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from fedgaze.federation.flower import child_env
 from fedgaze.processes import ProcessFailed, Supervisor
-from fedgaze.server import launcher
+from fedgaze.server import superlink
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
@@ -19,20 +20,20 @@ def test_fleet_port_already_taken_fails_clearly(
 ) -> None:
     squatter = socket.create_server(("127.0.0.1", 0))
     taken = squatter.getsockname()[1]
-    real_free_ports = launcher.free_ports
+    real_free_ports = superlink.free_ports
 
     def ports(count: int, host: str = "127.0.0.1") -> list[int]:
         return [taken, *real_free_ports(count - 1, host)]
 
-    monkeypatch.setattr(launcher, "free_ports", ports)
-    env = launcher.child_env(tmp_path / "flwr_home")
+    monkeypatch.setattr(superlink, "free_ports", ports)
+    env = child_env(tmp_path / "flwr_home")
     start = time.monotonic()
     try:
         with (
             Supervisor(tmp_path / "logs") as sup,
-            pytest.raises((ProcessFailed, launcher.FederationFailed)) as err,
+            pytest.raises((ProcessFailed, superlink.FederationFailed)) as err,
         ):
-            launcher.start_superlink(sup, tmp_path, env, None, ready_within=45.0)
+            superlink.start_superlink(sup, tmp_path, env, None, ready_within=45.0)
     finally:
         squatter.close()
     assert time.monotonic() - start < 60

@@ -11,21 +11,21 @@ from pathlib import Path
 import pytest
 from dp_accounting import dp_event, rdp
 
-from fedgaze.privacy.audit import RDP_TOLERANCE, audit_path, export_events
-from fedgaze.privacy.device_ledger import (
+from fedgaze.audit.verify import RDP_TOLERANCE, audit_path, export_events
+from fedgaze.ledger.device import (
     DeviceBudget,
     key_path,
     ledger_path,
     missing_events,
     sync_ledger,
 )
-from fedgaze.privacy.keys import (
+from fedgaze.ledger.keys import (
     KeyFileError,
     load_or_create_signing_key,
     pseudonym,
     public_key_b64,
 )
-from fedgaze.privacy.ledger import (
+from fedgaze.ledger.records import (
     JsonlLedger,
     LedgerRecord,
     SqliteLedger,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dp_accounting
 import pytest
 
-from fedgaze.privacy.report import cumulative_epsilons, privacy_statement, render_report
+from fedgaze.audit.report import cumulative_epsilons, privacy_statement, render_report
 
 EVENTS = [
     {"round": 1, "run_id": "r", "noise_multiplier": 1.1, "sample_rate": 0.5, "steps": 2},

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from fedgaze.cli import main as fedgaze_main
+from fedgaze.audit.verify import audit_server_ledger
+from fedgaze.cli.main import main as fedgaze_main
 from fedgaze.federation.settings import SettingsError
-from fedgaze.privacy.audit import audit_server_ledger
-from fedgaze.privacy.keys import load_or_create_signing_key
-from fedgaze.privacy.ledger import SqliteLedger
+from fedgaze.ledger.keys import load_or_create_signing_key
+from fedgaze.ledger.records import SqliteLedger
 from fedgaze.security.certs import provision_credentials
 from fedgaze.server.config import load_server_config
 from fedgaze.server.ledger import (

@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from fedgaze.federation.cohort import provision_synthetic
 from fedgaze.federation.flower import child_env, supernode_command
-from fedgaze.privacy.device_ledger import DP_ROUND, ledger_path
-from fedgaze.privacy.ledger import LedgerRecord, verify_jsonl, verify_sqlite
+from fedgaze.ledger.device import DP_ROUND, ledger_path
+from fedgaze.ledger.records import LedgerRecord, verify_jsonl, verify_sqlite
+from fedgaze.local.cohort import provision_synthetic
 from fedgaze.processes import Supervisor, descendants, free_ports, log_tail
 from fedgaze.security.certs import CredentialPaths, provision_credentials
 from fedgaze.server.ledger import SERVER_LEDGER_FILE, ledger_progress

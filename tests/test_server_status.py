@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from fedgaze.cli import main
+from fedgaze.cli.main import main
 from fedgaze.server.status import run_status
 
 

@@ -11,11 +11,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fedgaze.client.device_data import load_node_device
-from fedgaze.client.store import MANIFEST, StoreError, load_device, save_device
-from fedgaze.client.store_crypto import KEY_FILE, decrypt_file
+from fedgaze.client.device.data import load_node_device
+from fedgaze.client.device.store import MANIFEST, StoreError, load_device, save_device
+from fedgaze.client.device.store_crypto import KEY_FILE, decrypt_file
 from fedgaze.data.schema import Device, Query, Samples
-from fedgaze.federation.cohort import provision_synthetic
+from fedgaze.local.cohort import provision_synthetic
 
 CANARY_ANSWER = "CANARY-answer-5f1e9c0b: my private reply"
 CANARY_PROMPT = "CANARY-prompt-a7d2"

@@ -14,7 +14,6 @@ import re
 
 import numpy as np
 import pytest
-from shared_data import IFLLM_ROOT
 
 from fedgaze.data.schema import (
     PREF_LEFT,
@@ -34,6 +33,7 @@ from fedgaze.data.synthetic import (
     load_default_params,
     query_rows,
 )
+from shared_data import IFLLM_ROOT
 
 #: KS thresholds per marginal (measured max over 8 seeds in the comment).
 KS_MAX = {

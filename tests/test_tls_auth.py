@@ -18,8 +18,10 @@ from cryptography import x509
 from cryptography.x509.verification import VerificationError
 from rich.console import Console
 
-from fedgaze.cli import _federation_options, build_parser
-from fedgaze.cli import main as fedgaze_main
+from fedgaze.cli.main import _federation_options, build_parser
+from fedgaze.cli.main import main as fedgaze_main
+from fedgaze.federation.flower import child_env, flower_executable, supernode_command
+from fedgaze.local.launcher import _uses_node_auth, _uses_tls
 from fedgaze.processes import Supervisor, free_ports, log_tail
 from fedgaze.security.certs import (
     CredentialPaths,
@@ -28,17 +30,12 @@ from fedgaze.security.certs import (
     provision_credentials,
     verify_server_cert,
 )
-from fedgaze.server.launcher import (
+from fedgaze.server.superlink import (
     CONNECTION,
     SuperLinkAddresses,
-    _uses_node_auth,
-    _uses_tls,
-    child_env,
-    flower_executable,
     register_supernodes,
     start_superlink,
     superlink_command,
-    supernode_command,
 )
 
 JOIN_LIMIT = 30.0
@@ -118,7 +115,7 @@ def test_security_flags_follow_the_launched_commands(tmp_path: Path) -> None:
 def test_insecure_flag_reaches_the_launcher_with_a_warning(
     command: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import fedgaze.demo as demo
+    import fedgaze.local.demo as demo
 
     argv = [command, "--run-dir", str(tmp_path / command)]
     if command == "train":
@@ -239,7 +236,7 @@ def test_supernode_with_the_wrong_ca_cannot_connect(link: Link, tmp_path: Path) 
 @pytest.mark.integration
 @pytest.mark.timeout(420)
 def test_federation_runs_with_tls_and_node_auth_by_default(tmp_path: Path) -> None:
-    from fedgaze.demo import FederationOptions, run_local_federation
+    from fedgaze.local.demo import FederationOptions, run_local_federation
 
     run_dir = tmp_path / "run"
     summary = run_local_federation(

@@ -1,7 +1,7 @@
 """The wheel a person installs (``pipx install dist/fedgaze-*.whl``) holds everything and works.
 
-The wheel is built from a copy of the working tree (the build writes ``build/`` and
-``*.egg-info`` beside the sources), with this environment's setuptools and no download. It is
+The wheel is built from a copy of the working tree, with this environment's hatchling (the
+build backend) and no download. It is
 installed with ``--no-deps`` into a fresh virtual environment that sees this environment's
 third-party packages through a ``.pth`` line (not the editable ``fedgaze``: that needs the
 editable finder's own ``.pth``, which Python only runs in a site directory), and the installed
@@ -19,16 +19,18 @@ from fnmatch import fnmatch
 from pathlib import Path
 
 import pytest
+
 from agent_helpers import operator_credentials
 
 ROOT = Path(__file__).resolve().parents[1]
 REQUIRED = (
-    "fedgaze/py.typed",
+    "fedgaze/data/py.typed",
+    "fedgaze/server/py.typed",
     "fedgaze/data/*.json",
     "fedgaze/v1/*.proto",
     "fedgaze/client/agent/fedgaze-client.service",
-    "fedgaze/client/agent/pause.py",
-    "fedgaze/cli.py",
+    "fedgaze/client/device/pause.py",
+    "fedgaze/cli/main.py",
 )
 
 
@@ -75,7 +77,7 @@ def test_the_wheel_installs_and_enrolls_a_device(
     )
     (wheel,) = dist.glob("fedgaze-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
-    static = [f for f in files if f.startswith("client/capture/static/")]
+    static = [f for f in files if f.startswith("client/fedgaze/client/capture/static/")]
     expected = [*REQUIRED, *(f"fedgaze/client/capture/static/{Path(f).name}" for f in static)]
     missing = [p for p in expected if not any(fnmatch(n, p) for n in names)]
     assert not missing, f"{wheel.name} lacks {missing}"

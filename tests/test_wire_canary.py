@@ -18,11 +18,11 @@ from pathlib import Path
 
 import pytest
 
-from fedgaze.client.store import load_device, save_device
+from fedgaze.client.device.store import load_device, save_device
 from fedgaze.data.schema import Samples
-from fedgaze.federation.cohort import provision_synthetic
 from fedgaze.federation.settings import ServerSettings
-from fedgaze.server.launcher import launch_federation
+from fedgaze.local.cohort import provision_synthetic
+from fedgaze.local.launcher import launch_federation
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(420)]
 

@@ -1,0 +1,1 @@
+"""The fedgaze command line (the one console script)."""

@@ -1,0 +1,1 @@
+"""The device side: the ClientApp, the device folder, capture, and the client agent."""

@@ -1,0 +1,223 @@
+"""The fedgaze ClientApp: everything that happens on a person's device during a round.
+
+Raw traces are read from the device's own storage and turned into features here; only the
+trained weights and the declared metrics go back: the training example count, the DP-SGD
+parameters of the round (noise multiplier, sample rate, steps), delta and the device's
+cumulative epsilon, and the held-out evaluation (count, loss, accuracy, personalized accuracy)
+of the received model (see ``fedgaze.federation.protocol``). The device's personal head
+(:mod:`fedgaze.model.personal`) is fitted and stored here and never sent. The device enforces
+its own privacy budget and persists its accountant history before it replies, so a crash after
+training can only over-count spending, never under-count it; each charge then also gets a signed
+``dp-round`` record in the device's ledger (``fedgaze.ledger.device``), which the reply
+carries.
+
+While the person has paused the device (``fedgaze client pause``) every message gets a
+``paused`` reply at once: no data is read, nothing is trained, evaluated or charged. Otherwise
+the global model a message carries is kept as ``last_model/`` in the device folder (a model
+directory, with the run and round in its provenance) for ``fedgaze client status``.
+"""
+
+from __future__ import annotations
+
+import zlib
+from datetime import UTC, datetime
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+from flwr.app import ArrayRecord, Context, Message
+from flwr.clientapp import ClientApp
+
+from fedgaze.client.device.data import load_node_device
+from fedgaze.client.device.layout import LAST_MODEL_DIR
+from fedgaze.client.device.pause import is_paused
+from fedgaze.data.split import chronological_split
+from fedgaze.features.matrix import FeatureMatrix
+from fedgaze.features.v2 import FEATURE_SET, featurize
+from fedgaze.federation import protocol
+from fedgaze.federation.arrays import from_array_record, to_array_record
+from fedgaze.federation.settings import NodeSettings, RoundPlan
+from fedgaze.model.evaluation import evaluate
+from fedgaze.model.personal import fit_personal_head, save_personal_head
+from fedgaze.model.reward import model_from_state, predict_logits
+from fedgaze.model.store import SavedModel, save_model
+
+app = ClientApp()
+
+PRIVACY_STATE_FILE = "privacy_state.json"
+PERSONAL_HEAD_FILE = "personal_head.json"
+
+
+@lru_cache(maxsize=8)
+def _local_split(node: NodeSettings, holdout: float) -> tuple[FeatureMatrix, FeatureMatrix]:
+    device = load_node_device(node)
+    train, test = chronological_split(device.comparisons(), holdout)
+    return featurize(train, device.calibration), featurize(test, device.calibration)
+
+
+def privacy_state_path(node: NodeSettings) -> Path:
+    """Where this device keeps its accountant history."""
+    return Path(node.device_dir) / PRIVACY_STATE_FILE
+
+
+def _seed(plan: RoundPlan, device_id: str) -> int:
+    return (plan.seed * 1_000_003 + plan.server_round * 7919 + zlib.crc32(device_id.encode())) % (
+        2**31
+    )
+
+
+def personal_head_path(node: NodeSettings) -> Path:
+    """Where this device keeps its personal head (never sent anywhere)."""
+    return Path(node.device_dir) / PERSONAL_HEAD_FILE
+
+
+def _paused_reply(node: NodeSettings, plan: RoundPlan, msg: Message) -> Message:
+    """The reply of a paused device: it took no part (no data read, nothing charged)."""
+    metrics: dict[str, float] = {protocol.SERVER_ROUND: plan.server_round, protocol.NUM_EXAMPLES: 0}
+    return Message(
+        protocol.reply_content(node.device_id, protocol.STATUS_PAUSED, metrics), reply_to=msg
+    )
+
+
+def save_last_model(
+    node: NodeSettings, plan: RoundPlan, arrays: ArrayRecord, model_round: int
+) -> None:
+    """Keep the global model a message carried (the model after ``model_round``) as the
+    device's ``last_model/``, replacing the one before atomically."""
+    state = from_array_record(arrays)
+    model = model_from_state(state)
+    save_model(
+        Path(node.device_dir) / LAST_MODEL_DIR,
+        SavedModel(
+            state=state,
+            feature_set=FEATURE_SET,
+            n_features=model.n_features,
+            hidden=model.hidden,
+            provenance={
+                "run_key": plan.run_key,
+                "round": model_round,
+                "received": datetime.now(UTC).isoformat(timespec="seconds"),
+                "kind": "received",
+            },
+        ),
+    )
+
+
+def _held_out_metrics(node: NodeSettings, plan: RoundPlan, arrays: ArrayRecord) -> dict[str, float]:
+    """Score the received model on this device's later (held-out) comparisons, shared and
+    personalized; the personal head is refitted on the earlier ones and kept on the device."""
+    train_fm, test_fm = _local_split(node, plan.holdout)
+    state = from_array_record(arrays)
+    model = model_from_state(state)
+    head = fit_personal_head(predict_logits(model, train_fm.X), train_fm.X, train_fm.y)
+    save_personal_head(personal_head_path(node), head)
+    if len(test_fm.y) == 0:
+        return {protocol.EVAL_EXAMPLES: 0}
+    loss, accuracy, n = evaluate(state, test_fm.X, test_fm.y)
+    personal = head.adjust(predict_logits(model, test_fm.X), test_fm.X)
+    return {
+        protocol.EVAL_EXAMPLES: n,
+        protocol.EVAL_LOSS: loss,
+        protocol.EVAL_ACCURACY: accuracy,
+        protocol.EVAL_ACCURACY_PERSONAL: float(np.mean((personal > 0) == (test_fm.y == 1))),
+    }
+
+
+@app.train()
+def train(msg: Message, context: Context) -> Message:
+    """Score the pushed global model, then train it on this device's data with DP-SGD.
+
+    Training happens only within the device's own budget; a refusal is reported, not hidden.
+    """
+    # Opacus takes seconds to import and every message runs in a fresh process: evaluation
+    # does not need it, so only training pays for it.
+    from fedgaze.ledger.device import DeviceBudget, sync_ledger
+    from fedgaze.privacy.dp_train import BudgetExhausted, DPConfig, train_local
+    from fedgaze.privacy.state import PrivacyState, RoundAlreadyCharged
+
+    node = NodeSettings.from_node_config(context.node_config)
+    plan = RoundPlan.from_config(msg.content.config_records[protocol.CONFIG])
+    if is_paused(node.device_dir):
+        return _paused_reply(node, plan, msg)
+    arrays = msg.content.array_records[protocol.ARRAYS]
+    save_last_model(node, plan, arrays, plan.server_round - 1)
+    held_out = _held_out_metrics(node, plan, arrays)
+    train_fm, _ = _local_split(node, plan.holdout)
+    path = privacy_state_path(node)
+    privacy = PrivacyState.load(path)
+    dp = DPConfig(
+        noise_multiplier=plan.noise_multiplier,
+        max_grad_norm=plan.max_grad_norm,
+        batch_size=plan.batch_size,
+        local_epochs=plan.local_epochs,
+        lr=plan.lr,
+        delta=node.delta,
+        epsilon_budget=node.epsilon_budget,
+    )
+    budget = DeviceBudget(dp.delta, dp.epsilon_budget, dp.accountant)
+    # Every charge already saved gets its signed record first (a crash may have come between
+    # saving the state and appending the record).
+    sync_ledger(node.device_dir, privacy, budget)
+    spent = {"epsilon": privacy.epsilon(dp.delta, dp.accountant), "delta": dp.delta}
+    idle = {protocol.SERVER_ROUND: plan.server_round, protocol.NUM_EXAMPLES: 0, **spent, **held_out}
+    if len(train_fm.y) == 0:
+        return Message(
+            protocol.reply_content(node.device_id, protocol.STATUS_NO_DATA, idle), reply_to=msg
+        )
+    try:
+        result = train_local(
+            from_array_record(arrays),
+            train_fm.X,
+            train_fm.y,
+            dp,
+            privacy,
+            run_id=plan.run_key,
+            round=plan.server_round,
+            seed=_seed(plan, node.device_id),
+        )
+    except (BudgetExhausted, RoundAlreadyCharged) as refusal:
+        status = (
+            protocol.STATUS_EXHAUSTED
+            if isinstance(refusal, BudgetExhausted)
+            else protocol.STATUS_ALREADY_CHARGED
+        )
+        return Message(protocol.reply_content(node.device_id, status, idle), reply_to=msg)
+    result.new_privacy_state.save(path)
+    record = sync_ledger(node.device_dir, result.new_privacy_state, budget)[
+        (plan.run_key, plan.server_round)
+    ]
+    metrics = {
+        protocol.SERVER_ROUND: plan.server_round,
+        protocol.NUM_EXAMPLES: result.examples,
+        "epsilon": result.epsilon,
+        "delta": result.delta,
+        "steps": result.steps,
+        "sample-rate": result.sample_rate,
+        "noise-multiplier": result.noise_multiplier,
+        **held_out,
+    }
+    return Message(
+        protocol.reply_content(
+            node.device_id,
+            protocol.STATUS_TRAINED,
+            metrics,
+            to_array_record(result.state),
+            dp_record=record.line(),
+        ),
+        reply_to=msg,
+    )
+
+
+@app.evaluate()
+def evaluate_global(msg: Message, context: Context) -> Message:
+    """Score the pushed global model on this device's later (held-out) comparisons."""
+    node = NodeSettings.from_node_config(context.node_config)
+    plan = RoundPlan.from_config(msg.content.config_records[protocol.CONFIG])
+    if is_paused(node.device_dir):
+        return _paused_reply(node, plan, msg)
+    arrays = msg.content.array_records[protocol.ARRAYS]
+    save_last_model(node, plan, arrays, plan.server_round)
+    metrics = _held_out_metrics(node, plan, arrays)
+    return Message(
+        protocol.reply_content(node.device_id, protocol.STATUS_EVALUATED, metrics), reply_to=msg
+    )

@@ -1,0 +1,1 @@
+"""Audits of privacy claims: ledger verification, recomputed epsilon, reports, canary audits."""

@@ -1,0 +1,1 @@
+"""The federation contract: message content, flat settings, model arrays, Flower processes."""

@@ -1,0 +1,1 @@
+"""The pairwise reward model, its on-device personal head, model directories."""

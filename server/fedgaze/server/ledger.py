@@ -1,0 +1,330 @@
+"""The server's signed ledger of a run, and its checks of every device's signed record.
+
+``run_dir/server_ledger.db`` (:class:`fedgaze.ledger.records.SqliteLedger`) signed with
+``run_dir/server_key.pem`` holds a ``run-start`` record (the settings) and one ``server-round``
+record per round: the participants (device pseudonyms), every accepted device ``dp-round``
+record (the full signed line, byte for byte as the device stored it), every refused update with
+its reason (a record the server refused, or an update :mod:`fedgaze.server.validate` refused),
+the aggregation (``fedavg``, ``trimmed-mean``, ``median`` or ``dp-fedavg``) and ``central_dp``
+(the client-level DP parameters and epsilon, or null when that is off).
+
+A trained reply is aggregated only if :func:`check_device_record` accepts its record: the hash
+and signature hold, the key is the one pinned for that device in this run (first sight pins
+it), the record is for this run, round, noise multiplier and clipping norm, it matches the
+DP parameters the reply declares, and its epsilon is within the server's cap.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from fedgaze.federation import protocol
+from fedgaze.federation.settings import RoundPlan, ServerSettings
+from fedgaze.ledger.device import DP_ROUND, software_versions
+from fedgaze.ledger.keys import load_or_create_signing_key, pseudonym
+from fedgaze.ledger.records import LedgerError, LedgerRecord, SqliteLedger, verify_sqlite
+
+SERVER_LEDGER_FILE = "server_ledger.db"
+SERVER_KEY_FILE = "server_key.pem"
+RUN_START = "run-start"
+RUN_RESUME = "run-resume"
+SERVER_ROUND = "server-round"
+
+# Settings a resumed run may change: how long to wait and how many rounds to run. Everything
+# that shapes the model or the privacy charge must stay as the run started.
+RESUME_MUTABLE = frozenset(
+    {"rounds", "min_nodes", "node_wait_timeout", "round_timeout", "resume", "run_dir"}
+)
+
+
+class ResumeError(RuntimeError):
+    """The run in a run directory cannot be started or resumed as asked; the message says why."""
+
+
+@dataclass(frozen=True)
+class LedgerProgress:
+    """How far the run recorded in a server ledger got."""
+
+    settings: dict[str, Any] | None
+    """The settings of the ``run-start`` record (None: no run was started)."""
+    last_round: int
+    """The last round with a ``server-round`` record: every round up to it is committed."""
+    resumes: int
+
+
+def ledger_progress(run_dir: str | Path) -> LedgerProgress:
+    """Read (and verify) the server ledger of ``run_dir``; an empty one when there is none.
+
+    Raises :class:`ResumeError` when the ledger does not verify: resuming on top of a damaged
+    ledger would hide the damage.
+    """
+    path = Path(run_dir) / SERVER_LEDGER_FILE
+    if not path.exists():
+        return LedgerProgress(None, 0, 0)
+    try:
+        report = verify_sqlite(path)
+    except (LedgerError, OSError) as err:
+        raise ResumeError(f"{path}: cannot read the server ledger ({err})") from None
+    if not report.ok:
+        raise ResumeError(
+            f"{path}: the server ledger does not verify "
+            f"({'; '.join(str(p) for p in report.problems[:3])})"
+        )
+    settings = next((r.body.get("settings") for r in report.records if r.kind == RUN_START), None)
+    rounds = [int(r.body["round"]) for r in report.records if r.kind == SERVER_ROUND]
+    resumes = sum(r.kind == RUN_RESUME for r in report.records)
+    return LedgerProgress(settings, max(rounds, default=0), resumes)
+
+
+def resume_conflicts(original: dict[str, Any], settings: ServerSettings) -> list[str]:
+    """The settings that differ from the run's ``run-start`` record and may not (pure).
+
+    Only :data:`RESUME_MUTABLE` may change; anything else (the run key, the DP-SGD plan, the
+    model, the aggregation) would make the resumed rounds a different run under the same name.
+    """
+    new = settings.model_dump()
+    return [
+        f"{key.replace('_', '-')}: the run started with {original.get(key)!r}, "
+        f"the config now says {new[key]!r}"
+        for key in sorted(new)
+        if key not in RESUME_MUTABLE and original.get(key) != new[key]
+    ]
+
+
+def check_start(run_dir: str | Path, recorded: LedgerProgress, settings: ServerSettings) -> None:
+    """Whether ``settings`` may start (or, with ``settings.resume``, continue) the run recorded
+    in ``run_dir``'s ledger; :class:`ResumeError` naming the reason when not (pure).
+
+    A new run never overwrites a recorded one; a resumed run needs one, with the same settings
+    (see :func:`resume_conflicts`) and no fewer rounds than it already committed. Checked by
+    ``fedgaze server start`` before any process starts and again by the ServerApp.
+    """
+    if not settings.resume:
+        if recorded.settings is not None:
+            raise ResumeError(
+                f"{run_dir} already holds run {recorded.settings.get('run_key')!r} "
+                f"({recorded.last_round} rounds committed); use --resume to continue it, or a "
+                "new run_dir"
+            )
+        return
+    if recorded.settings is None:
+        raise ResumeError(f"{run_dir} holds no started run: nothing to resume")
+    conflicts = resume_conflicts(recorded.settings, settings)
+    if conflicts:
+        raise ResumeError("cannot resume with changed settings: " + "; ".join(conflicts))
+    if settings.rounds < recorded.last_round:
+        raise ResumeError(
+            f"rounds {settings.rounds} is below the {recorded.last_round} already committed"
+        )
+
+
+class RecordRefused(ValueError):
+    """A device's update is excluded from aggregation; the message is the recorded reason."""
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def check_device_record(
+    line: str | None,
+    *,
+    plan: RoundPlan,
+    metrics: dict[str, float],
+    pinned_key: str | None,
+    max_device_epsilon: float | None,
+) -> LedgerRecord:
+    """The device's verified ``dp-round`` record for ``plan``, or :class:`RecordRefused` (pure).
+
+    ``pinned_key`` is the key this device signed with earlier in the run (None: first sight).
+    """
+    if line is None:
+        raise RecordRefused("trained reply carries no signed dp-record")
+    try:
+        record = LedgerRecord.parse_checked(line)
+    except ValueError as err:
+        raise RecordRefused(f"dp-record does not verify: {err}") from None
+    body = record.body
+    if record.kind != DP_ROUND:
+        raise RecordRefused(f"dp-record is of kind {record.kind!r}, not {DP_ROUND!r}")
+    if pinned_key is not None and record.signer != pinned_key:
+        raise RecordRefused("dp-record signed by another key than this device used earlier")
+    if body.get("device") != pseudonym(record.signer):
+        raise RecordRefused("dp-record names another device than its signer")
+    expected = {
+        "run_id": plan.run_key,
+        "round": plan.server_round,
+        "noise_multiplier": plan.noise_multiplier,
+        "max_grad_norm": plan.max_grad_norm,
+    }
+    for name, want in expected.items():
+        if body.get(name) != want:
+            raise RecordRefused(
+                f"dp-record {name} is {body.get(name)!r}, the server asked {want!r}"
+            )
+    declared = {
+        "noise-multiplier": "noise_multiplier",
+        "sample-rate": "sample_rate",
+        "steps": "steps",
+    }
+    for metric, name in declared.items():
+        if metric in metrics and float(metrics[metric]) != float(body.get(name, math.nan)):
+            raise RecordRefused(
+                f"dp-record {name} {body.get(name)!r} differs from the reply's {metrics[metric]!r}"
+            )
+    epsilon = body.get("epsilon")
+    if not isinstance(epsilon, int | float) or not math.isfinite(epsilon) or epsilon < 0:
+        raise RecordRefused(f"dp-record epsilon {epsilon!r} is not a number >= 0")
+    if max_device_epsilon is not None and epsilon > max_device_epsilon:
+        raise RecordRefused(
+            f"device epsilon {epsilon:.4g} exceeds the server's cap {max_device_epsilon:g}"
+        )
+    return record
+
+
+@dataclass
+class Refusal:
+    """An update the server did not aggregate."""
+
+    node: int
+    device_id: str
+    device: str | None  # pseudonym, when the record's signature held
+    reason: str
+
+    def ledger_entry(self) -> dict[str, Any]:
+        """What the server ledger keeps (pseudonym, not the device's name)."""
+        return {"node": self.node, "device": self.device, "reason": self.reason}
+
+
+@dataclass
+class RoundBook:
+    """The accepted records and refusals of one round."""
+
+    accepted: list[LedgerRecord] = field(default_factory=list)
+    refused: list[Refusal] = field(default_factory=list)
+
+    def reject_admitted(self, report: protocol.DeviceReport, reason: str) -> None:
+        """Move the record just admitted for ``report`` from accepted to refused: its signed
+        record held but its update failed the server's checks (:mod:`fedgaze.server.validate`)."""
+        record = self.accepted.pop()
+        self.refused.append(
+            Refusal(report.node_id, report.device_id, pseudonym(record.signer), reason)
+        )
+
+
+class ServerLedger:
+    """The run's server ledger plus the per-run key pins of devices."""
+
+    def __init__(self, run_dir: str | Path) -> None:
+        root = Path(run_dir)
+        self._ledger = SqliteLedger(
+            root / SERVER_LEDGER_FILE, load_or_create_signing_key(root / SERVER_KEY_FILE)
+        )
+        self._pins: dict[str, str] = {}  # device id -> public key
+        self._owners: dict[str, str] = {}  # public key -> device id
+
+    def run_start(self, settings: ServerSettings) -> None:
+        self._ledger.append(
+            RUN_START,
+            {
+                "settings": settings.model_dump(),
+                "versions": software_versions(),
+                "time": _now(),
+            },
+        )
+
+    def run_resume(self, settings: ServerSettings, from_round: int) -> None:
+        """Record that the run continues after ``from_round`` (with these settings)."""
+        self._ledger.append(
+            RUN_RESUME,
+            {
+                "after_round": from_round,
+                "settings": settings.model_dump(),
+                "versions": software_versions(),
+                "time": _now(),
+            },
+        )
+
+    @property
+    def pins(self) -> dict[str, str]:
+        """Device id -> the public key it signed with in this run (for checkpoints)."""
+        return dict(self._pins)
+
+    def restore_pins(self, pins: dict[str, str]) -> None:
+        """Pin keys as recorded by a checkpoint (a resumed run keeps the first sight's pins)."""
+        for device_id, signer in pins.items():
+            self._pin(device_id, signer)
+
+    def admit(
+        self, report: protocol.DeviceReport, plan: RoundPlan, book: RoundBook, max_eps: float | None
+    ) -> bool:
+        """Check a trained reply's record; note it in ``book`` as accepted or refused."""
+        seen = {r.hash for r in book.accepted}
+        try:
+            record = check_device_record(
+                report.dp_record,
+                plan=plan,
+                metrics=report.metrics,
+                pinned_key=self._pins.get(report.device_id),
+                max_device_epsilon=max_eps,
+            )
+            owner = self._owners.get(record.signer)
+            if owner is not None and owner != report.device_id:
+                raise RecordRefused(f"dp-record key already belongs to device {owner!r}")
+            if record.hash in seen:
+                raise RecordRefused("dp-record already submitted this round (replay)")
+        except RecordRefused as err:
+            signer = _signer_of(report.dp_record)
+            book.refused.append(
+                Refusal(report.node_id, report.device_id, signer and pseudonym(signer), str(err))
+            )
+            if signer is not None and "signed by another key" not in str(err):
+                self._pin(report.device_id, signer)
+            return False
+        self._pin(report.device_id, record.signer)
+        book.accepted.append(record)
+        return True
+
+    def _pin(self, device_id: str, signer: str) -> None:
+        if device_id not in self._pins and signer not in self._owners:
+            self._pins[device_id] = signer
+            self._owners[signer] = device_id
+
+    def round_end(
+        self,
+        rnd: int,
+        book: RoundBook,
+        failures: list[str],
+        central_dp: dict[str, Any] | None = None,
+        aggregation: str = "fedavg",
+    ) -> None:
+        self._ledger.append(
+            SERVER_ROUND,
+            {
+                "round": rnd,
+                "participants": [r.body["device"] for r in book.accepted],
+                "accepted": [r.line() for r in book.accepted],
+                "refused": [r.ledger_entry() for r in book.refused],
+                "failures": list(failures),
+                "aggregation": aggregation if central_dp is None else "dp-fedavg",
+                "central_dp": central_dp,
+                "time": _now(),
+            },
+        )
+
+    def close(self) -> None:
+        self._ledger.close()
+
+
+def _signer_of(line: str | None) -> str | None:
+    """The signer of a record whose hash and signature hold, else None."""
+    if line is None:
+        return None
+    try:
+        return LedgerRecord.parse_checked(line).signer
+    except ValueError:
+        return None
