@@ -21,25 +21,23 @@ import math
 import sys
 from collections import Counter
 from collections.abc import Sequence
+from importlib import resources
 from pathlib import Path
 
 import numpy as np
-from scipy import optimize, stats
-from scipy.special import expit, ndtri
+from scipy import stats
+from scipy.special import expit
 
 from fedgaze.data.schema import SIDE_LEFT, SIDE_NONE, SIDE_RIGHT, Device
 from fedgaze.data.synthetic import (
     COMPLETION_MIN_SAMPLES,
-    BetaDist,
+    PARAMS_RESOURCE,
     Box,
-    Categorical,
     FloatArray,
     Gaussian2D,
-    Logistic,
     LogNormal,
     MixedEffect,
     Provenance,
-    QuantileTable,
     SyntheticParams,
     compare_marginals,
     generate_cohort,
@@ -48,10 +46,26 @@ from fedgaze.data.synthetic import (
     query_rows,
     sampling_intervals,
 )
+from fedgaze.data.synthetic.fit import (
+    beta_moments,
+    categorical,
+    fit_betabinom,
+    fit_logistic,
+    fit_mixed,
+    fit_negbinom,
+    logit_share,
+    lognormal,
+    normal_scores,
+    quantile_box,
+    quantile_table,
+    round_sig,
+    run_lengths,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_ROOT = REPO.parent / "shared" / "datasets" / "ifllm"
-DEFAULT_OUT = REPO / "common" / "data" / "synthetic_params.json"
+#: The JSON that :func:`load_default_params` reads: in a checkout, the one in the package folder.
+DEFAULT_OUT = Path(str(resources.files("fedgaze.data.synthetic").joinpath(PARAMS_RESOURCE)))
 #: Minimum samples behind a per-query share for it to enter a fit.
 MIN_SHARE_SAMPLES = 20
 GAP_MS = 1000.0
@@ -60,145 +74,6 @@ MIN_PANEL_SAMPLES = 200
 #: WebGazer's ~4 degree accuracy in CSS px (IFLLM README: ~170-210 px). Not identifiable from
 #: the traces (no ground-truth gaze), so taken as documented rather than estimated.
 WEBGAZER_ERROR_PX = 190.0
-
-
-# --------------------------------------------------------------------------------------------
-# Generic fitting helpers
-# --------------------------------------------------------------------------------------------
-
-
-def quantile_table(values: FloatArray, knots: int = 201) -> QuantileTable:
-    """Inverse-CDF knots of an empirical distribution (exact min and max at the ends)."""
-    probs = np.linspace(0.0, 1.0, knots)
-    q = np.quantile(np.asarray(values, np.float64), probs)
-    return QuantileTable(
-        probs=tuple(round(float(p), 6) for p in probs), values=tuple(_r(v) for v in q)
-    )
-
-
-def _r(v: float, digits: int = 6) -> float:
-    """Round for the JSON (significant digits)."""
-    return float(f"{float(v):.{digits}g}")
-
-
-def categorical(values: Sequence[float]) -> Categorical:
-    """Frequencies of the observed values."""
-    counts = Counter(float(v) for v in values)
-    keys = sorted(counts)
-    total = sum(counts.values())
-    return Categorical(values=tuple(keys), probs=tuple(_r(counts[k] / total) for k in keys))
-
-
-def lognormal(values: FloatArray) -> LogNormal:
-    """Lognormal fit (mean and SD of the logs)."""
-    logs = np.log(np.asarray(values, np.float64))
-    return LogNormal(mu=_r(logs.mean()), sigma=_r(logs.std(ddof=1)))
-
-
-def logit_share(share: FloatArray, n: FloatArray) -> FloatArray:
-    """Logit of a share of ``n`` samples, kept finite by half a sample at 0 and 1."""
-    n = np.maximum(n, 1.0)
-    s = np.clip(share, 0.5 / n, 1.0 - 0.5 / n)
-    return np.asarray(np.log(s / (1.0 - s)), np.float64)
-
-
-def normal_scores(values: FloatArray) -> FloatArray:
-    """Rank-based inverse-normal transform (mid-ranks for ties)."""
-    return np.asarray(ndtri((stats.rankdata(values) - 0.5) / len(values)), np.float64)
-
-
-def fit_mixed(
-    y: FloatArray,
-    covariates: dict[str, FloatArray],
-    groups: FloatArray,
-) -> MixedEffect:
-    """Random-intercept model on the normal scores of ``y`` (rows with NaN are skipped).
-
-    Normal scores: ndtri of the mid-ranks, so the real marginal is kept exactly in
-    ``marginal``. OLS gives the fixed effects; the device SD is the variance of device-mean
-    residuals less its expected within-device part (mean of s_w^2 / n_g), floored at zero.
-    """
-    ok = np.isfinite(y) & np.all([np.isfinite(c) for c in covariates.values()], axis=0)
-    y, g = y[ok], groups[ok]
-    z = normal_scores(y)
-    x = np.column_stack([np.ones(len(y)), *(c[ok] for c in covariates.values())])
-    beta = np.linalg.lstsq(x, z, rcond=None)[0]
-    resid = z - x @ beta
-    _, inv, cnt = np.unique(g, return_inverse=True, return_counts=True)
-    gmean = np.bincount(inv, resid) / cnt
-    within = resid - gmean[inv]
-    s2w = float(within @ within) / max(len(y) - len(cnt), 1)
-    s2b = float(np.var(gmean, ddof=1)) - float(np.mean(s2w / cnt)) if len(cnt) > 1 else 0.0
-    return MixedEffect(
-        intercept=_r(beta[0]),
-        coefs={k: _r(b) for k, b in zip(covariates, beta[1:], strict=True)},
-        sd_device=_r(math.sqrt(max(s2b, 0.0))),
-        sd_query=_r(math.sqrt(s2w)),
-        marginal=quantile_table(y, knots=101),
-        n=len(y),
-    )
-
-
-def fit_logistic(y: FloatArray, covariates: dict[str, FloatArray]) -> Logistic:
-    """Logistic regression by maximum likelihood."""
-    x = np.column_stack([np.ones(len(y)), *covariates.values()])
-
-    def nll(b: FloatArray) -> float:
-        eta = x @ b
-        return float(np.sum(np.logaddexp(0.0, eta) - y * eta))
-
-    b = optimize.minimize(nll, np.zeros(x.shape[1]), method="BFGS").x
-    return Logistic(
-        intercept=_r(b[0]),
-        coefs={k: _r(v) for k, v in zip(covariates, b[1:], strict=True)},
-        n=len(y),
-    )
-
-
-def fit_negbinom(counts: FloatArray) -> tuple[float, float]:
-    """Negative binomial (mean, dispersion k) by maximum likelihood."""
-
-    def nll(theta: FloatArray) -> float:
-        mu, k = np.exp(theta)
-        return -float(np.sum(stats.nbinom.logpmf(counts, k, k / (k + mu))))
-
-    start = np.log([max(counts.mean(), 0.1), 1.0])
-    mu, k = np.exp(optimize.minimize(nll, start, method="Nelder-Mead").x)
-    return _r(mu), _r(k)
-
-
-def fit_betabinom(k: FloatArray, n: FloatArray) -> BetaDist:
-    """Beta-binomial (a, b) by maximum likelihood: a share that varies across devices."""
-
-    def nll(theta: FloatArray) -> float:
-        a, b = np.exp(theta)
-        return -float(np.sum(stats.betabinom.logpmf(k, n, a, b)))
-
-    a, b = np.exp(optimize.minimize(nll, np.zeros(2), method="Nelder-Mead").x)
-    return BetaDist(a=_r(a), b=_r(b))
-
-
-def beta_moments(x: FloatArray) -> BetaDist:
-    """Beta (a, b) matching the mean and variance of shares in (0, 1)."""
-    x = np.clip(x, 0.005, 0.995)
-    m, v = float(x.mean()), float(x.var(ddof=1))
-    common = max(m * (1 - m) / max(v, 1e-9) - 1.0, 1e-3)
-    return BetaDist(a=_r(m * common), b=_r((1 - m) * common))
-
-
-def run_lengths(codes: FloatArray) -> FloatArray:
-    """Lengths of runs of equal consecutive values."""
-    if len(codes) == 0:
-        return np.empty(0)
-    change = np.flatnonzero(np.r_[True, codes[1:] != codes[:-1], True])
-    return np.diff(change).astype(np.float64)
-
-
-def _box(x: FloatArray, y: FloatArray) -> Box:
-    """The 1-99% quantile box of points (one device's panel, robust to a few strays)."""
-    x0, x1 = np.quantile(x, [0.01, 0.99])
-    y0, y1 = np.quantile(y, [0.01, 0.99])
-    return Box(x0=_r(x0), y0=_r(y0), x1=_r(x1), y1=_r(y1))
 
 
 # --------------------------------------------------------------------------------------------
@@ -232,7 +107,9 @@ def _cohort_shape(devices: Sequence[Device]) -> dict[str, object]:
         "pairwise_task_share": fit_betabinom(np.asarray(pw_tasks, np.float64)[keep], t[keep]),
         "queries_per_pairwise_task": categorical(sizes[True]),
         "queries_per_pointwise_task": categorical(sizes[False]),
-        "pairwise_outcome": tuple(_r(outcome[k] / total) for k in ("labelled", "tie", "none")),
+        "pairwise_outcome": tuple(
+            round_sig(outcome[k] / total) for k in ("labelled", "tie", "none")
+        ),
     }
 
 
@@ -264,14 +141,16 @@ def _text_and_labels(devices: Sequence[Device], r: dict[str, FloatArray]) -> dic
         "pointwise_chars": quantile_table(r["len_left"][~pw]),
         "pair_mean_chars": quantile_table(mean),
         "pair_abs_log_ratio": quantile_table(np.abs(ratio)),
-        "pair_ratio_corr": _r(np.corrcoef(normal_scores(mean), normal_scores(np.abs(ratio)))[0, 1]),
-        "pair_right_longer_share": _r(np.mean(ratio > 0) + 0.5 * np.mean(ratio == 0)),
+        "pair_ratio_corr": round_sig(
+            np.corrcoef(normal_scores(mean), normal_scores(np.abs(ratio)))[0, 1]
+        ),
+        "pair_right_longer_share": round_sig(np.mean(ratio > 0) + 0.5 * np.mean(ratio == 0)),
         "prompt_chars": quantile_table(r["prompt_len"]),
         "prefer_right": fit_logistic(r["label_right"][lab], {"log_len_ratio_rl": log_rl[lab]}),
         "likert_preferred": categorical(preferred),
         "likert_other": categorical(other),
         "likert_pointwise": categorical(pointwise),
-        "pointwise_better_share": _r(np.mean(better)),
+        "pointwise_better_share": round_sig(np.mean(better)),
         "calibration": quantile_table(np.asarray(calib), knots=101),
     }
 
@@ -317,7 +196,7 @@ def _timing(devices: Sequence[Device], r: dict[str, FloatArray]) -> dict[str, ob
         ),
         "median_interval_ms": quantile_table(np.asarray(medians), knots=21),
         "interval_shape": quantile_table(np.concatenate(shapes)),
-        "gap_share": _r(np.mean(iv_all > GAP_MS)),
+        "gap_share": round_sig(np.mean(iv_all > GAP_MS)),
         "gap_ms": lognormal(big) if len(big) > 1 else LogNormal(mu=math.log(2000), sigma=0.5),
     }
 
@@ -386,22 +265,25 @@ class _TraceStats:
                 px = np.concatenate([a for a, _ in parts]) if parts else np.empty(0)
                 py = np.concatenate([b for _, b in parts]) if parts else np.empty(0)
                 if len(px) >= MIN_PANEL_SAMPLES:
-                    boxes[k].append(_box(px, py))
+                    boxes[k].append(quantile_box(px, py))
         dxy = np.concatenate(diffs)
         mad = np.median(np.abs(dxy - np.median(dxy, axis=0)), axis=0) * 1.4826
-        self.gaze_jitter_px = _r(float(mad.mean()) / math.sqrt(2))
-        self.gaze_bout_samples = _r(np.concatenate(g_runs).mean())
-        self.validate_bout_samples = _r(np.concatenate(v_runs).mean()) if v_runs else 50.0
+        self.gaze_jitter_px = round_sig(float(mad.mean()) / math.sqrt(2))
+        self.gaze_bout_samples = round_sig(np.concatenate(g_runs).mean())
+        self.validate_bout_samples = round_sig(np.concatenate(v_runs).mean()) if v_runs else 50.0
         self.dev_valid = np.asarray(dev_valid)
-        self.gaze_no_char_share = _r(on_nochar / max(on_total, 1))
-        self.mouse_no_char_share = _r(m_on_nochar / max(m_on_total, 1))
-        self.mouse_rest_samples = _r(np.concatenate(rest_runs).mean())
-        self.mouse_move_samples = _r(np.concatenate(move_runs).mean())
-        self.mouse_nan_start_share = _r(first_nan / max(first_q, 1))
+        self.gaze_no_char_share = round_sig(on_nochar / max(on_total, 1))
+        self.mouse_no_char_share = round_sig(m_on_nochar / max(m_on_total, 1))
+        self.mouse_rest_samples = round_sig(np.concatenate(rest_runs).mean())
+        self.mouse_move_samples = round_sig(np.concatenate(move_runs).mean())
+        self.mouse_nan_start_share = round_sig(first_nan / max(first_q, 1))
         # one screen per device: the median of the per-device panel boxes
         self.panels = {
             k: Box(
-                **{e: _r(np.median([getattr(b, e) for b in v])) for e in ("x0", "y0", "x1", "y1")}
+                **{
+                    e: round_sig(np.median([getattr(b, e) for b in v]))
+                    for e in ("x0", "y0", "x1", "y1")
+                }
             )
             for k, v in boxes.items()
         }
@@ -410,16 +292,38 @@ class _TraceStats:
         ok = np.isfinite(ox) & np.isfinite(oy)
         ox, oy = ox[ok], oy[ok]
         self.gaze_off = Gaussian2D(
-            mean_x=_r(np.median(ox)),
-            mean_y=_r(np.median(oy)),
-            sd_x=_r(stats.iqr(ox) / 1.349),
-            sd_y=_r(stats.iqr(oy) / 1.349),
+            mean_x=round_sig(np.median(ox)),
+            mean_y=round_sig(np.median(oy)),
+            sd_x=round_sig(stats.iqr(ox) / 1.349),
+            sd_y=round_sig(stats.iqr(oy) / 1.349),
         )
         t, v = np.concatenate(tau), np.concatenate(vpos)
         dec = np.minimum((t * 10).astype(int), 9)
         means = np.bincount(dec, v, 10) / np.maximum(np.bincount(dec, minlength=10), 1)
-        self.progression_mean = tuple(_r(x) for x in means)
-        self.progression_sd = _r(np.std(v - means[dec]))
+        self.progression_mean = tuple(round_sig(x) for x in means)
+        self.progression_sd = round_sig(np.std(v - means[dec]))
+
+
+def _share_models(r: dict[str, FloatArray], kind: str) -> tuple[MixedEffect, MixedEffect]:
+    """The on-answer share and the pairwise left share of one trace, ``kind`` "gaze" or "mouse"."""
+    pw = r["pairwise"]
+    n_g = r["n_gaze"]
+    log_ratio = np.log(np.maximum(r["len_left"], 1) / np.maximum(r["len_right"], 1))
+    # number of on-answer samples, for the left-share clipping (the mouse shares the gaze instants)
+    n_on = n_g * r[f"{kind}_on"]
+    pw_rows = (pw > 0) & (n_on >= MIN_SHARE_SAMPLES)
+    sub = {k: v[pw_rows] for k, v in r.items()}
+    on_answer = fit_mixed(
+        np.where(n_g >= MIN_SHARE_SAMPLES, r[f"{kind}_on"], np.nan),
+        {"pairwise": pw},
+        r["device"],
+    )
+    left_share = fit_mixed(
+        sub[f"{kind}_left"],
+        {"pref": sub["pref_left"], "log_len_ratio": log_ratio[pw_rows]},
+        sub["device"],
+    )
+    return on_answer, left_share
 
 
 def _behaviour(
@@ -429,34 +333,18 @@ def _behaviour(
     ts = _TraceStats(devices)
     pw = r["pairwise"]
     dev = r["device"]
-    n_g = r["n_gaze"]
-    enough = n_g >= MIN_SHARE_SAMPLES
-    log_ratio = np.log(np.maximum(r["len_left"], 1) / np.maximum(r["len_right"], 1))
-    # number of on-answer gaze samples, for the left-share clipping
-    n_on = n_g * r["gaze_on"]
-    pw_rows = (pw > 0) & (n_on >= MIN_SHARE_SAMPLES)
-    sub = {k: v[pw_rows] for k, v in r.items()}
+    gaze_on, gaze_left = _share_models(r, "gaze")
+    mouse_on, mouse_left = _share_models(r, "mouse")
     # per (query, side) completion rows
     comp = np.r_[r["completion_left"], r["completion_right"]]
     side_len = np.r_[r["len_left"], r["len_right"]]
     side_pref = np.r_[r["pref_left"], -r["pref_left"]]
-    m_on_n = n_g * r["mouse_on"]  # mouse shares the gaze instants
-    m_rows = (pw > 0) & (m_on_n >= MIN_SHARE_SAMPLES)
-    msub = {k: v[m_rows] for k, v in r.items()}
     unknown = max(n_devices - len(ts.dev_valid), 0)
     return {
         "gaze_jitter_px": ts.gaze_jitter_px,
         "gaze_offset_px": WEBGAZER_ERROR_PX,
-        "gaze_on_answer": fit_mixed(
-            np.where(enough, r["gaze_on"], np.nan),
-            {"pairwise": pw},
-            dev,
-        ),
-        "gaze_left_share": fit_mixed(
-            sub["gaze_left"],
-            {"pref": sub["pref_left"], "log_len_ratio": log_ratio[pw_rows]},
-            sub["device"],
-        ),
+        "gaze_on_answer": gaze_on,
+        "gaze_left_share": gaze_left,
         "gaze_bout_samples": ts.gaze_bout_samples,
         "completion": fit_mixed(
             comp,
@@ -474,22 +362,14 @@ def _behaviour(
         "panel_right": ts.panels["R"],
         "panel_single": ts.panels["S"],
         "gaze_off": ts.gaze_off,
-        "validate_unknown_share": _r(unknown / max(n_devices, 1)),
+        "validate_unknown_share": round_sig(unknown / max(n_devices, 1)),
         "validate_ratio": beta_moments(ts.dev_valid),
         "validate_bout_samples": ts.validate_bout_samples,
         "mouse_rest_samples": ts.mouse_rest_samples,
         "mouse_move_samples": ts.mouse_move_samples,
         "mouse_nan_start_share": ts.mouse_nan_start_share,
-        "mouse_on_answer": fit_mixed(
-            np.where(enough, r["mouse_on"], np.nan),
-            {"pairwise": pw},
-            dev,
-        ),
-        "mouse_left_share": fit_mixed(
-            msub["mouse_left"],
-            {"pref": msub["pref_left"], "log_len_ratio": log_ratio[m_rows]},
-            msub["device"],
-        ),
+        "mouse_on_answer": mouse_on,
+        "mouse_left_share": mouse_left,
         "mouse_no_char_share": ts.mouse_no_char_share,
     }
 
@@ -569,19 +449,19 @@ def estimate(devices: Sequence[Device], n_workers: int, root: Path) -> Synthetic
         n_gaze_samples=int(sum(len(q.gaze) for d in devices for q in d.queries)),
         n_mouse_samples=int(sum(len(q.mouse) for d in devices for q in d.queries)),
         stats={
-            "label_right_share": _r(label_right_share(devices)),
-            "median_interval_ms": _r(np.median(iv)),
-            "share_intervals_over_1s": _r(np.mean(iv > GAP_MS)),
-            "median_query_duration_s": _r(np.nanmedian(rt["duration_s"])),
-            "mean_gaze_on_answer_share": _r(np.nanmean(rt["gaze_on"])),
-            "mean_mouse_on_answer_share": _r(np.nanmean(rt["mouse_on"])),
-            "median_response_chars": _r(
+            "label_right_share": round_sig(label_right_share(devices)),
+            "median_interval_ms": round_sig(np.median(iv)),
+            "share_intervals_over_1s": round_sig(np.mean(iv > GAP_MS)),
+            "median_query_duration_s": round_sig(np.nanmedian(rt["duration_s"])),
+            "mean_gaze_on_answer_share": round_sig(np.nanmean(rt["gaze_on"])),
+            "mean_mouse_on_answer_share": round_sig(np.nanmean(rt["mouse_on"])),
+            "median_response_chars": round_sig(
                 np.median(np.r_[r["len_left"], r["len_right"][r["pairwise"] > 0]])
             ),
             "max_comparisons_per_device": float(max(len(d.comparisons()) for d in devices)),
-            "gaze_left_share_gap": _r(link["gaze_left_share_gap"]),
-            "completion_gap_preferred": _r(link["completion_gap_preferred"]),
-            "grouped_cv_accuracy_behaviour": _r(grouped_accuracy(traced)),
+            "gaze_left_share_gap": round_sig(link["gaze_left_share_gap"]),
+            "completion_gap_preferred": round_sig(link["completion_gap_preferred"]),
+            "grouped_cv_accuracy_behaviour": round_sig(grouped_accuracy(traced)),
         },
     )
     return SyntheticParams(provenance=provenance, **fields)

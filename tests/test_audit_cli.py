@@ -12,11 +12,13 @@ from fedgaze.audit.verify import audit_path
 from fedgaze.cli.main import main
 from fedgaze.federation import protocol
 from fedgaze.federation.settings import ServerSettings
-from fedgaze.ledger.device import DeviceBudget, ledger_path, sync_ledger
+from fedgaze.ledger.contract import SERVER_LEDGER_FILE
+from fedgaze.ledger.contract import device_ledger_path as ledger_path
+from fedgaze.ledger.device import sync_ledger
 from fedgaze.ledger.records import LedgerRecord
+from fedgaze.privacy.params import DeviceBudget
 from fedgaze.privacy.state import PrivacyEvent, PrivacyState
 from fedgaze.server.ledger import (
-    SERVER_LEDGER_FILE,
     RecordRefused,
     RoundBook,
     ServerLedger,
@@ -52,7 +54,7 @@ def _device(run_dir: Path, name: str, rate: float, budget: float = 50.0) -> Ledg
 
 
 def _report(node: int, name: str, record: LedgerRecord | None) -> protocol.DeviceReport:
-    metrics = {protocol.NUM_EXAMPLES: 10.0}
+    metrics: dict[str, float] = {protocol.Metric.NUM_EXAMPLES: 10.0}
     if record is not None:
         metrics.update(
             {
@@ -63,7 +65,7 @@ def _report(node: int, name: str, record: LedgerRecord | None) -> protocol.Devic
             }
         )
     return protocol.DeviceReport(
-        node, name, protocol.STATUS_TRAINED, metrics, record.line() if record else None
+        node, name, protocol.ReplyStatus.TRAINED, metrics, record.line() if record else None
     )
 
 

@@ -69,12 +69,12 @@ def test_a_captured_device_trains_in_a_real_round(tmp_path: Path) -> None:
     )
     outcome = launch_federation(run_dir, settings, nodes, secure=False)
     result = outcome.server_result
-    assert result["rounds_completed"] == 1
-    (round_log,) = result["rounds_log"]
-    assert round_log["train_devices"] == 3 and not round_log["refused"], round_log
-    view = {d["device_id"]: d for d in result["devices"]}[captured.device_id]
-    assert view["rounds_participated"] == 1 and view["examples"] > 0
-    assert view["epsilon"] > 0 and view["status"] != "unknown"
+    assert result.rounds_completed == 1
+    (round_log,) = result.rounds_log
+    assert round_log.train_devices == 3 and not round_log.refused, round_log
+    view = result.device(captured.device_id)
+    assert view is not None and view.rounds_participated == 1 and view.examples > 0
+    assert view.epsilon > 0 and view.status != "unknown"
     budget = device_budget(captured.device_dir)
     assert not budget.problems and budget.rounds == 1
-    assert budget.epsilon == pytest.approx(view["epsilon"], rel=1e-6) and budget.epsilon > 0
+    assert budget.epsilon == pytest.approx(view.epsilon, rel=1e-6) and budget.epsilon > 0

@@ -400,14 +400,15 @@ def test_forget_erases_every_trace(tmp_path: Path, creds: CredentialPaths) -> No
 
 
 def _wait_result(run_dir: Path, sup: Any, limit: float = 180.0) -> dict[str, Any]:
-    from fedgaze.server.app import RESULT_FILE
+    from fedgaze.federation.rundir import RunLayout
+
+    path = RunLayout(run_dir).result
 
     def done() -> dict[str, Any] | None:
         sup.check_alive("superlink")
-        path = run_dir / RESULT_FILE
         return json.loads(path.read_text()) if path.exists() else None
 
-    return dict(wait_for(f"{run_dir / RESULT_FILE}", done, limit=limit, every=0.5))
+    return dict(wait_for(f"{path}", done, limit=limit, every=0.5))
 
 
 def _run_round(sup: Any, env: dict[str, str], run_dir: Path, run_key: str) -> dict[str, Any]:

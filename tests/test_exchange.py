@@ -12,7 +12,7 @@ from flwr.common.constant import ErrorCode
 from flwr.supercore.task_identity import TaskIdentity
 
 from fedgaze.federation import protocol
-from fedgaze.server.app import exchange
+from fedgaze.server.exchange import exchange
 
 
 @pytest.fixture(autouse=True)
@@ -48,7 +48,9 @@ class FlakyGrid:
                 self.offline_for = self.away_polls
                 reply = Message(Error(ErrorCode.NODE_UNAVAILABLE, "Node Unavailable"), reply_to=msg)
             else:
-                content = protocol.reply_content(f"d{node}", protocol.STATUS_EVALUATED, {})
+                content = protocol.reply_content(
+                    f"d{node}", protocol.ReplyStatus.EVALUATED, protocol.ReplyMetrics()
+                )
                 reply = Message(content, reply_to=msg)
             self.outbox[mid] = reply
             ids.append(mid)

@@ -43,7 +43,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any],
             client_dp_clip_norm=1.0,
         ),
         Console(file=out, width=200),
-    )
+    ).to_json()
     return run_dir, summary, out.getvalue()
 
 
@@ -253,7 +253,7 @@ def test_devices_refuse_a_plan_that_would_overspend(tmp_path: Path) -> None:
             noise_multiplier=0.6,
         ),
         Console(file=io.StringIO()),
-    )
+    ).to_json()
     assert summary["rounds_completed"] == 3
     statuses = {d["status"] for d in summary["devices"]}
     assert statuses <= {"budget-exhausted", "no-data"} and "budget-exhausted" in statuses
@@ -303,4 +303,4 @@ def test_run_completes_when_the_log_stream_dies(tmp_path: Path) -> None:
         sup.kill("flwr-run", signal.SIGKILL)  # type: ignore[attr-defined]
 
     outcome = launch_federation(run_dir, settings, nodes, on_started=kill_stream_once_started)
-    assert outcome.server_result["rounds_completed"] == 1
+    assert outcome.server_result.rounds_completed == 1

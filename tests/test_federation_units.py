@@ -149,7 +149,7 @@ def test_free_ports_are_free_and_distinct() -> None:
 
 
 def test_replace_model_dir_refuses_non_model_dirs(tmp_path: Path) -> None:
-    from fedgaze.cli.main import replace_model_dir
+    from fedgaze.cli.federation import replace_model_dir
 
     saved = SavedModel(
         state={"a": np.zeros(2, np.float32)}, feature_set="v1", n_features=1, hidden=1

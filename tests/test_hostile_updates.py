@@ -11,11 +11,13 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from fedgaze.federation import protocol
-from fedgaze.federation.arrays import ModelState, to_array_record
+from fedgaze.federation.arrays import to_array_record
+from fedgaze.federation.results import DeviceView
 from fedgaze.federation.settings import RoundPlan, ServerSettings, SettingsError
 from fedgaze.ledger.keys import pseudonym, public_key_b64
-from fedgaze.server.aggregate import coordinate_median, fedavg, trim_count, trimmed_mean
-from fedgaze.server.app import DeviceLedgerView, accept_updates, aggregate
+from fedgaze.model.weights import ModelState
+from fedgaze.server.admission import accept_updates
+from fedgaze.server.aggregate import aggregate, coordinate_median, fedavg, trim_count, trimmed_mean
 from fedgaze.server.ledger import RoundBook
 from fedgaze.server.validate import update_norm, validate_update
 from settings_factory import server_settings
@@ -173,14 +175,14 @@ class _AdmittingLedger:
 
 
 def _reply(device: str, node: int, update: Any, examples: int, rnd: int = 3) -> tuple[Any, Any]:
-    metrics = {protocol.SERVER_ROUND: rnd, protocol.NUM_EXAMPLES: examples, "epsilon": 1.0}
-    if device != "no-dp-keys":
-        metrics.update({"noise-multiplier": 1.0, "sample-rate": 0.1, "steps": 5})
+    charge = None if device == "no-dp-keys" else protocol.Charge(5, 0.1, 1.0)
+    metrics = protocol.ReplyMetrics(rnd, examples, epsilon=1.0, charge=charge)
+    trained = protocol.ReplyStatus.TRAINED
     content = protocol.reply_content(
-        device, protocol.STATUS_TRAINED, metrics, to_array_record(update), dp_record="line"
+        device, trained, metrics, to_array_record(update), dp_record="line"
     )
     msg = SimpleNamespace(content=content)  # all the server reads of the reply's Message
-    report = protocol.DeviceReport(node, device, protocol.STATUS_TRAINED, dict(metrics), "line")
+    report = protocol.DeviceReport(node, device, trained, metrics.metrics(), "line")
     return report, msg
 
 
@@ -208,7 +210,7 @@ def test_hostile_updates_are_refused_and_excluded(rule: str) -> None:
     settings = _settings(max_update_norm=100.0, aggregation=rule)
     trained, honest = _hostile_round()
     book = RoundBook()
-    devices: dict[str, DeviceLedgerView] = {}
+    devices: dict[str, DeviceView] = {}
     updates = accept_updates(
         trained,
         _state(),
@@ -235,7 +237,7 @@ def test_hostile_updates_are_refused_and_excluded(rule: str) -> None:
         d: "refused" for d in reasons
     }
     assert [n for _, n in updates] == [30, 10]
-    out = aggregate(updates, settings)
+    out = aggregate(updates, settings.aggregation, settings.trim_fraction)
     if rule == "fedavg":
         expected = fedavg(honest)
     elif rule == "trimmed-mean":

@@ -43,7 +43,7 @@ def test_fleet_port_already_taken_fails_clearly(
 
 
 def test_not_enough_devices_ends_in_a_bounded_wait() -> None:
-    from fedgaze.server.app import NotEnoughNodes, wait_for_nodes
+    from fedgaze.server.exchange import NotEnoughNodes, wait_for_nodes
 
     class OneNodeGrid:
         def get_node_ids(self) -> list[int]:

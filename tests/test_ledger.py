@@ -12,13 +12,9 @@ import pytest
 from dp_accounting import dp_event, rdp
 
 from fedgaze.audit.verify import RDP_TOLERANCE, audit_path, export_events
-from fedgaze.ledger.device import (
-    DeviceBudget,
-    key_path,
-    ledger_path,
-    missing_events,
-    sync_ledger,
-)
+from fedgaze.ledger.contract import device_key_path as key_path
+from fedgaze.ledger.contract import device_ledger_path as ledger_path
+from fedgaze.ledger.device import missing_events, sync_ledger
 from fedgaze.ledger.keys import (
     KeyFileError,
     load_or_create_signing_key,
@@ -32,6 +28,7 @@ from fedgaze.ledger.records import (
     verify_jsonl,
     verify_sqlite,
 )
+from fedgaze.privacy.params import DeviceBudget
 from fedgaze.privacy.state import PrivacyEvent, PrivacyState
 
 BUDGET = DeviceBudget(delta=1e-5, epsilon_budget=20.0)

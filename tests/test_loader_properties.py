@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from fedgaze.data.ifllm import load_ifllm
-from test_ifllm_loader import Page, build, edit_lines, n_attributed, page_dir, page_queries
+from ifllm_builders import Page, build, edit_lines, n_attributed, page_dir, page_queries
 
 # Lines that can never be a valid row of the file they land in: too few fields, or a
 # non-numeric field where a number must be. Letters guarantee at least one bad field.

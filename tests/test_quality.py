@@ -32,7 +32,8 @@ def test_ruff_clean() -> None:
 
 
 def test_mypy_clean(tmp_path: Path) -> None:
-    # pyproject's mypy_path lists the source roots: fedgaze is one namespace over them.
+    # fedgaze is one namespace over the source roots (pyproject's mypy_path): ``-p fedgaze``
+    # would check one root only, so every root's part of it is named.
     proc = subprocess.run(
         [
             _tool("mypy"),
@@ -40,8 +41,7 @@ def test_mypy_clean(tmp_path: Path) -> None:
             str(ROOT / "pyproject.toml"),
             "--cache-dir",
             str(tmp_path / ".mypy_cache"),
-            "-p",
-            "fedgaze",
+            *(f"{root}/fedgaze" for root in SOURCE_ROOTS),
         ],
         cwd=ROOT,
         capture_output=True,

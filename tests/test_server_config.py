@@ -10,17 +10,12 @@ import pytest
 from fedgaze.audit.verify import audit_server_ledger
 from fedgaze.cli.main import main as fedgaze_main
 from fedgaze.federation.settings import SettingsError
+from fedgaze.ledger.contract import SERVER_KEY_FILE, SERVER_LEDGER_FILE
 from fedgaze.ledger.keys import load_or_create_signing_key
 from fedgaze.ledger.records import SqliteLedger
 from fedgaze.security.certs import provision_credentials
 from fedgaze.server.config import load_server_config
-from fedgaze.server.ledger import (
-    SERVER_KEY_FILE,
-    SERVER_LEDGER_FILE,
-    ResumeError,
-    ledger_progress,
-    resume_conflicts,
-)
+from fedgaze.server.ledger import ResumeError, ledger_progress, resume_conflicts
 from fedgaze.server.start import start_server
 
 MINIMAL = """

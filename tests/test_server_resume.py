@@ -17,13 +17,14 @@ from pathlib import Path
 import pytest
 
 from fedgaze.federation.flower import child_env, supernode_command
-from fedgaze.ledger.device import DP_ROUND, ledger_path
+from fedgaze.federation.rundir import RunLayout
+from fedgaze.ledger.contract import SERVER_LEDGER_FILE, RecordKind
+from fedgaze.ledger.contract import device_ledger_path as ledger_path
 from fedgaze.ledger.records import LedgerRecord, verify_jsonl, verify_sqlite
 from fedgaze.local.cohort import provision_synthetic
 from fedgaze.processes import Supervisor, descendants, free_ports, log_tail
 from fedgaze.security.certs import CredentialPaths, provision_credentials
-from fedgaze.server.ledger import SERVER_LEDGER_FILE, ledger_progress
-from fedgaze.server.start import PROCESSES_FILE
+from fedgaze.server.ledger import ledger_progress
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(540)]
 
@@ -72,7 +73,7 @@ epsilon = 8.0
 
 def _kill_server(run_dir: Path) -> None:
     """SIGKILL every process of the server at once, as a crash or power loss would."""
-    pids = json.loads((run_dir / PROCESSES_FILE).read_text())["pids"]
+    pids = json.loads(RunLayout(run_dir).processes.read_text())["pids"]
     victims = {p for pid in pids for p in [pid, *descendants(pid)]}
     for pid in victims:
         with contextlib.suppress(ProcessLookupError):
@@ -162,7 +163,7 @@ def test_server_killed_mid_run_resumes_without_losing_or_repeating_a_round(
         for proc in (server,):
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGKILL)
-        if (run_dir / PROCESSES_FILE).exists():
+        if RunLayout(run_dir).processes.exists():
             _kill_server(run_dir)
 
     result = json.loads((run_dir / "server_result.json").read_text())
@@ -192,7 +193,7 @@ def test_server_killed_mid_run_resumes_without_losing_or_repeating_a_round(
     for device_dir in sorted((run_dir / "devices").iterdir()):
         report = verify_jsonl(ledger_path(device_dir))
         assert report.ok, report.problems
-        charged = [r for r in report.records if r.kind == DP_ROUND]
+        charged = [r for r in report.records if r.kind == RecordKind.DP_ROUND]
         rounds = [r.body["round"] for r in charged]
         # At most one charge per round, the interrupted one included (a repeat is a replay).
         assert all(r.body["run_id"] == run_key for r in charged)

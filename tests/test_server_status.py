@@ -33,9 +33,9 @@ def test_states_from_the_progress_file(tmp_path: Path) -> None:
     _progress(tmp_path / "done", [*STARTED, ROUND, EVAL, {"event": "done"}])
     done = run_status(tmp_path / "done")
     assert done.state == "finished" and done.rounds_completed == 1 and done.rounds_planned == 3
-    assert done.last_evaluation is not None and done.last_evaluation["accuracy"] == 0.625
+    assert done.last_evaluation is not None and done.last_evaluation.evaluation.accuracy == 0.625
     assert done.failures == ["node 5: no reply within 60 s"]
-    assert done.refused[0]["reason"].endswith("1 NaN value")
+    assert done.refused[0].reason.endswith("1 NaN value")
     # A crashed server: no live process, no "done", and a torn last line.
     _progress(tmp_path / "crashed", [*STARTED, ROUND], torn='{"event": "rou')
     crashed = run_status(tmp_path / "crashed")

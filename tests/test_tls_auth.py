@@ -18,7 +18,8 @@ from cryptography import x509
 from cryptography.x509.verification import VerificationError
 from rich.console import Console
 
-from fedgaze.cli.main import _federation_options, build_parser
+from fedgaze.cli.federation import _federation_options
+from fedgaze.cli.main import build_parser
 from fedgaze.cli.main import main as fedgaze_main
 from fedgaze.federation.flower import child_env, flower_executable, supernode_command
 from fedgaze.local.launcher import _uses_node_auth, _uses_tls
@@ -242,7 +243,7 @@ def test_federation_runs_with_tls_and_node_auth_by_default(tmp_path: Path) -> No
     summary = run_local_federation(
         FederationOptions(nodes=2, rounds=1, run_dir=run_dir, seed=3),
         Console(file=io.StringIO(), width=200),
-    )
+    ).to_json()
     assert summary["rounds_completed"] == 1
     assert summary["tls"] is True and summary["node_auth"] is True
     assert _mode(run_dir / "certs" / "server.key") == 0o600

@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 REQUIRED = (
     "fedgaze/data/py.typed",
     "fedgaze/server/py.typed",
-    "fedgaze/data/*.json",
+    "fedgaze/data/synthetic/*.json",
     "fedgaze/v1/*.proto",
     "fedgaze/client/agent/fedgaze-client.service",
     "fedgaze/client/device/pause.py",

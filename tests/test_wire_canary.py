@@ -174,7 +174,7 @@ def test_no_raw_sample_or_text_leaves_the_device(tmp_path: Path) -> None:
     finally:
         for p in proxies:
             p.close()
-    assert outcome.server_result["rounds_completed"] == 2
+    assert outcome.server_result.rounds_completed == 2
     assert proxies, "the SuperNodes did not go through the proxy"
     sent = b"".join(bytes(p.sent) for p in proxies)
     received = b"".join(bytes(p.received) for p in proxies)

@@ -13,17 +13,15 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from fedgaze.federation.flower import child_env, supernode_command
+from fedgaze.federation.results import ServerResult
+from fedgaze.federation.rundir import RunLayout
 from fedgaze.federation.settings import NodeSettings, ServerSettings
 from fedgaze.processes import Supervisor, free_ports
 from fedgaze.security.certs import check_device_id, provision_credentials
-from fedgaze.server.app import PROGRESS_FILE
 from fedgaze.server.submit import EventHandler, run_app
 from fedgaze.server.superlink import FederationFailed, register_supernodes, start_superlink
-
-CERTS_DIR = "certs"
 
 
 @dataclass(frozen=True)
@@ -39,7 +37,7 @@ class LaunchLimits:
 class FederationOutcome:
     """What a completed federation produced."""
 
-    server_result: dict[str, Any]
+    server_result: ServerResult
     fleet_address: str
     wall_seconds: float
     superlink_pid: int
@@ -79,13 +77,13 @@ def launch_federation(
             f"{len(nodes)} devices configured but the run needs at least {settings.min_nodes}"
         )
     run_dir.mkdir(parents=True, exist_ok=True)
-    flwr_home = run_dir / "flwr_home"
-    env = child_env(flwr_home)
+    layout = RunLayout(run_dir)
+    env = child_env(layout.flwr_home)
     t0 = time.monotonic()
     key_names = [_key_name(i, node.device_id) for i, node in enumerate(nodes)]
     # A fresh CA, SuperLink certificate and one authentication key pair per device.
-    creds = provision_credentials(run_dir / CERTS_DIR, key_names) if secure else None
-    with Supervisor(run_dir / "logs") as sup:
+    creds = provision_credentials(layout.certs, key_names) if secure else None
+    with Supervisor(layout.logs) as sup:
         superlink, addresses, superlink_argv = start_superlink(
             sup, run_dir, env, creds, limits.superlink_ready
         )
@@ -111,7 +109,7 @@ def launch_federation(
             )
             supernode_argvs.append(argv)
             supernodes.append(sup.start(f"supernode-{i:03d}", argv, env))
-        (run_dir / PROGRESS_FILE).unlink(missing_ok=True)
+        layout.progress.unlink(missing_ok=True)
         result = run_app(
             sup, run_dir, settings, env, on_event, t0 + limits.run_total, limits.drain, on_started
         )

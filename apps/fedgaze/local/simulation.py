@@ -11,24 +11,26 @@ would be exceeded declines the round, as it would in a real run.
 from __future__ import annotations
 
 import secrets
-import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
-from fedgaze.federation.arrays import ModelState
+from fedgaze import defaults
 from fedgaze.model.reward import PairwiseRewardModel, state_to_numpy
+from fedgaze.model.weights import ModelState
 from fedgaze.privacy.accounting import calibrate_noise_multiplier
 from fedgaze.privacy.central import CentralDPConfig, central_epsilon
 from fedgaze.privacy.dp_train import (
     BudgetExhausted,
     DPConfig,
+    device_round_seed,
     train_local,
     train_local_nonprivate,
 )
+from fedgaze.privacy.params import DeviceBudget, DPSGDParams
 from fedgaze.privacy.state import PrivacyState
 from fedgaze.server.aggregate import dp_fedavg, fedavg
 
@@ -44,29 +46,24 @@ class DeviceRows:
     y: np.ndarray
 
 
-class SimulationPlan(BaseModel):
+class SimulationPlan(DPSGDParams):
     """How to federate: rounds, local training, and which privacy mode (validated, immutable).
 
     - ``nonprivate``: plain local training and example-weighted FedAvg (a baseline only).
     - ``device_dp``: every device runs DP-SGD within ``device_epsilon``; the noise multiplier is
-      calibrated so that the worst-case device fits all rounds (as ``fedgaze demo`` does).
+      calibrated so that the worst-case device fits all rounds (as ``fedgaze demo`` does), in
+      place of the plan's ``noise_multiplier``.
     - ``client_dp``: plain local training, then clipped, noised, equally weighted aggregation
       (``central``); the population epsilon is computed with ``dp_accounting``.
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
     mode: Mode
     rounds: int = Field(default=20, ge=1)
-    local_epochs: int = Field(default=1, ge=1)
-    lr: float = Field(default=0.05, gt=0)
-    batch_size: int = Field(default=8, ge=1)
-    hidden: int = Field(default=16, ge=0)
-    max_grad_norm: float = Field(default=1.0, gt=0)
-    device_epsilon: float = Field(default=8.0, gt=0)
-    delta: float = Field(default=1e-5, gt=0, lt=1)
+    hidden: int = Field(default=defaults.HIDDEN, ge=0)
+    device_epsilon: float = Field(default=defaults.DEVICE_EPSILON, gt=0)
+    delta: float = Field(default=defaults.DELTA, gt=0, lt=1)
     central: CentralDPConfig | None = None
-    seed: int = 0
+    seed: int = defaults.SEED
 
 
 @dataclass(frozen=True, eq=False)
@@ -78,10 +75,6 @@ class SimulationResult:
     noise_multiplier: float | None = None
     central_epsilon: float | None = None
     declined: int = 0
-
-
-def _device_seed(seed: int, server_round: int, device_id: str) -> int:
-    return (seed * 1_000_003 + server_round * 7919 + zlib.crc32(device_id.encode())) % (2**31)
 
 
 def simulate_federation(devices: Sequence[DeviceRows], plan: SimulationPlan) -> SimulationResult:
@@ -109,14 +102,9 @@ def simulate_federation(devices: Sequence[DeviceRows], plan: SimulationPlan) -> 
         else None
     )
     dp = (
-        DPConfig(
-            noise_multiplier=sigma,
-            max_grad_norm=plan.max_grad_norm,
-            batch_size=plan.batch_size,
-            local_epochs=plan.local_epochs,
-            lr=plan.lr,
-            delta=plan.delta,
-            epsilon_budget=plan.device_epsilon,
+        DPConfig.for_device(
+            plan.model_copy(update={"noise_multiplier": sigma}),
+            DeviceBudget(plan.delta, plan.device_epsilon),
         )
         if sigma is not None
         else None
@@ -127,7 +115,7 @@ def simulate_federation(devices: Sequence[DeviceRows], plan: SimulationPlan) -> 
     for server_round in range(1, plan.rounds + 1):
         updates: list[tuple[ModelState, int]] = []
         for dev in active:
-            seed = _device_seed(plan.seed, server_round, dev.device_id)
+            seed = device_round_seed(plan.seed, server_round, dev.device_id)
             if dp is None:
                 new = train_local_nonprivate(
                     state,

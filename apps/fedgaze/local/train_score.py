@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from fedgaze import defaults
 from fedgaze.atomic import write_bytes_atomic
 from fedgaze.data.ifllm import load_ifllm
 from fedgaze.data.schema import Device
@@ -24,9 +25,9 @@ from fedgaze.model.reward import predict_proba
 from fedgaze.model.store import SavedModel, load_model, save_model
 from fedgaze.privacy.dp_train import DPConfig, train_central
 
-CENTRAL_EPOCHS = 10
-CENTRAL_LR = 0.01
-CENTRAL_HIDDEN = 16
+CENTRAL_EPOCHS = defaults.CENTRAL_EPOCHS
+CENTRAL_LR = defaults.CENTRAL_LR
+CENTRAL_HIDDEN = defaults.HIDDEN
 """Central training recipe (Adam, batch 32) shared by ``fedgaze train`` and the benchmark. It
 was picked among five candidates (epochs 3-30, hidden 4-16) on the IFLLM benchmark itself, so
 central rows carry a mild selection bias (see docs/results.md)."""

@@ -19,7 +19,6 @@ directory, with the run and round in its provenance) for ``fedgaze client status
 
 from __future__ import annotations
 
-import zlib
 from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
@@ -29,13 +28,20 @@ from flwr.app import ArrayRecord, Context, Message
 from flwr.clientapp import ClientApp
 
 from fedgaze.client.device.data import load_node_device
-from fedgaze.client.device.layout import LAST_MODEL_DIR
+from fedgaze.client.device.layout import DeviceLayout
 from fedgaze.client.device.pause import is_paused
 from fedgaze.data.split import chronological_split
 from fedgaze.features.matrix import FeatureMatrix
 from fedgaze.features.v2 import FEATURE_SET, featurize
-from fedgaze.federation import protocol
 from fedgaze.federation.arrays import from_array_record, to_array_record
+from fedgaze.federation.protocol import (
+    Charge,
+    HeldOut,
+    Record,
+    ReplyMetrics,
+    ReplyStatus,
+    reply_content,
+)
 from fedgaze.federation.settings import NodeSettings, RoundPlan
 from fedgaze.model.evaluation import evaluate
 from fedgaze.model.personal import fit_personal_head, save_personal_head
@@ -43,9 +49,6 @@ from fedgaze.model.reward import model_from_state, predict_logits
 from fedgaze.model.store import SavedModel, save_model
 
 app = ClientApp()
-
-PRIVACY_STATE_FILE = "privacy_state.json"
-PERSONAL_HEAD_FILE = "personal_head.json"
 
 
 @lru_cache(maxsize=8)
@@ -55,28 +58,8 @@ def _local_split(node: NodeSettings, holdout: float) -> tuple[FeatureMatrix, Fea
     return featurize(train, device.calibration), featurize(test, device.calibration)
 
 
-def privacy_state_path(node: NodeSettings) -> Path:
-    """Where this device keeps its accountant history."""
-    return Path(node.device_dir) / PRIVACY_STATE_FILE
-
-
-def _seed(plan: RoundPlan, device_id: str) -> int:
-    return (plan.seed * 1_000_003 + plan.server_round * 7919 + zlib.crc32(device_id.encode())) % (
-        2**31
-    )
-
-
-def personal_head_path(node: NodeSettings) -> Path:
-    """Where this device keeps its personal head (never sent anywhere)."""
-    return Path(node.device_dir) / PERSONAL_HEAD_FILE
-
-
-def _paused_reply(node: NodeSettings, plan: RoundPlan, msg: Message) -> Message:
-    """The reply of a paused device: it took no part (no data read, nothing charged)."""
-    metrics: dict[str, float] = {protocol.SERVER_ROUND: plan.server_round, protocol.NUM_EXAMPLES: 0}
-    return Message(
-        protocol.reply_content(node.device_id, protocol.STATUS_PAUSED, metrics), reply_to=msg
-    )
+def _reply(msg: Message, node: NodeSettings, status: ReplyStatus, metrics: ReplyMetrics) -> Message:
+    return Message(reply_content(node.device_id, status, metrics), reply_to=msg)
 
 
 def save_last_model(
@@ -87,7 +70,7 @@ def save_last_model(
     state = from_array_record(arrays)
     model = model_from_state(state)
     save_model(
-        Path(node.device_dir) / LAST_MODEL_DIR,
+        DeviceLayout(Path(node.device_dir)).last_model,
         SavedModel(
             state=state,
             feature_set=FEATURE_SET,
@@ -103,24 +86,24 @@ def save_last_model(
     )
 
 
-def _held_out_metrics(node: NodeSettings, plan: RoundPlan, arrays: ArrayRecord) -> dict[str, float]:
+def _held_out(node: NodeSettings, plan: RoundPlan, arrays: ArrayRecord) -> HeldOut:
     """Score the received model on this device's later (held-out) comparisons, shared and
     personalized; the personal head is refitted on the earlier ones and kept on the device."""
     train_fm, test_fm = _local_split(node, plan.holdout)
     state = from_array_record(arrays)
     model = model_from_state(state)
     head = fit_personal_head(predict_logits(model, train_fm.X), train_fm.X, train_fm.y)
-    save_personal_head(personal_head_path(node), head)
+    save_personal_head(DeviceLayout(Path(node.device_dir)).personal_head, head)
     if len(test_fm.y) == 0:
-        return {protocol.EVAL_EXAMPLES: 0}
+        return HeldOut(examples=0)
     loss, accuracy, n = evaluate(state, test_fm.X, test_fm.y)
     personal = head.adjust(predict_logits(model, test_fm.X), test_fm.X)
-    return {
-        protocol.EVAL_EXAMPLES: n,
-        protocol.EVAL_LOSS: loss,
-        protocol.EVAL_ACCURACY: accuracy,
-        protocol.EVAL_ACCURACY_PERSONAL: float(np.mean((personal > 0) == (test_fm.y == 1))),
-    }
+    return HeldOut(
+        examples=n,
+        loss=loss,
+        accuracy=accuracy,
+        accuracy_personal=float(np.mean((personal > 0) == (test_fm.y == 1))),
+    )
 
 
 @app.train()
@@ -131,39 +114,38 @@ def train(msg: Message, context: Context) -> Message:
     """
     # Opacus takes seconds to import and every message runs in a fresh process: evaluation
     # does not need it, so only training pays for it.
-    from fedgaze.ledger.device import DeviceBudget, sync_ledger
-    from fedgaze.privacy.dp_train import BudgetExhausted, DPConfig, train_local
+    from fedgaze.ledger.device import sync_ledger
+    from fedgaze.privacy.dp_train import (
+        BudgetExhausted,
+        DPConfig,
+        device_round_seed,
+        train_local,
+    )
     from fedgaze.privacy.state import PrivacyState, RoundAlreadyCharged
 
     node = NodeSettings.from_node_config(context.node_config)
-    plan = RoundPlan.from_config(msg.content.config_records[protocol.CONFIG])
+    plan = RoundPlan.from_config(msg.content.config_records[Record.CONFIG])
     if is_paused(node.device_dir):
-        return _paused_reply(node, plan, msg)
-    arrays = msg.content.array_records[protocol.ARRAYS]
+        return _reply(msg, node, ReplyStatus.PAUSED, ReplyMetrics(plan.server_round, 0))
+    arrays = msg.content.array_records[Record.ARRAYS]
     save_last_model(node, plan, arrays, plan.server_round - 1)
-    held_out = _held_out_metrics(node, plan, arrays)
+    held_out = _held_out(node, plan, arrays)
     train_fm, _ = _local_split(node, plan.holdout)
-    path = privacy_state_path(node)
+    path = DeviceLayout(Path(node.device_dir)).privacy_state
     privacy = PrivacyState.load(path)
-    dp = DPConfig(
-        noise_multiplier=plan.noise_multiplier,
-        max_grad_norm=plan.max_grad_norm,
-        batch_size=plan.batch_size,
-        local_epochs=plan.local_epochs,
-        lr=plan.lr,
-        delta=node.delta,
-        epsilon_budget=node.epsilon_budget,
-    )
-    budget = DeviceBudget(dp.delta, dp.epsilon_budget, dp.accountant)
+    dp = DPConfig.for_device(plan, node.budget)
     # Every charge already saved gets its signed record first (a crash may have come between
     # saving the state and appending the record).
-    sync_ledger(node.device_dir, privacy, budget)
-    spent = {"epsilon": privacy.epsilon(dp.delta, dp.accountant), "delta": dp.delta}
-    idle = {protocol.SERVER_ROUND: plan.server_round, protocol.NUM_EXAMPLES: 0, **spent, **held_out}
+    sync_ledger(node.device_dir, privacy, dp.budget)
+    idle = ReplyMetrics(
+        server_round=plan.server_round,
+        examples=0,
+        epsilon=privacy.epsilon(dp.delta, dp.accountant),
+        delta=dp.delta,
+        held_out=held_out,
+    )
     if len(train_fm.y) == 0:
-        return Message(
-            protocol.reply_content(node.device_id, protocol.STATUS_NO_DATA, idle), reply_to=msg
-        )
+        return _reply(msg, node, ReplyStatus.NO_DATA, idle)
     try:
         result = train_local(
             from_array_record(arrays),
@@ -173,33 +155,28 @@ def train(msg: Message, context: Context) -> Message:
             privacy,
             run_id=plan.run_key,
             round=plan.server_round,
-            seed=_seed(plan, node.device_id),
+            seed=device_round_seed(plan.seed, plan.server_round, node.device_id),
         )
-    except (BudgetExhausted, RoundAlreadyCharged) as refusal:
-        status = (
-            protocol.STATUS_EXHAUSTED
-            if isinstance(refusal, BudgetExhausted)
-            else protocol.STATUS_ALREADY_CHARGED
-        )
-        return Message(protocol.reply_content(node.device_id, status, idle), reply_to=msg)
+    except BudgetExhausted:
+        return _reply(msg, node, ReplyStatus.BUDGET_EXHAUSTED, idle)
+    except RoundAlreadyCharged:
+        return _reply(msg, node, ReplyStatus.ROUND_ALREADY_CHARGED, idle)
     result.new_privacy_state.save(path)
-    record = sync_ledger(node.device_dir, result.new_privacy_state, budget)[
+    record = sync_ledger(node.device_dir, result.new_privacy_state, dp.budget)[
         (plan.run_key, plan.server_round)
     ]
-    metrics = {
-        protocol.SERVER_ROUND: plan.server_round,
-        protocol.NUM_EXAMPLES: result.examples,
-        "epsilon": result.epsilon,
-        "delta": result.delta,
-        "steps": result.steps,
-        "sample-rate": result.sample_rate,
-        "noise-multiplier": result.noise_multiplier,
-        **held_out,
-    }
+    metrics = ReplyMetrics(
+        server_round=plan.server_round,
+        examples=result.examples,
+        epsilon=result.epsilon,
+        delta=result.delta,
+        charge=Charge(result.steps, result.sample_rate, result.noise_multiplier),
+        held_out=held_out,
+    )
     return Message(
-        protocol.reply_content(
+        reply_content(
             node.device_id,
-            protocol.STATUS_TRAINED,
+            ReplyStatus.TRAINED,
             metrics,
             to_array_record(result.state),
             dp_record=record.line(),
@@ -212,12 +189,10 @@ def train(msg: Message, context: Context) -> Message:
 def evaluate_global(msg: Message, context: Context) -> Message:
     """Score the pushed global model on this device's later (held-out) comparisons."""
     node = NodeSettings.from_node_config(context.node_config)
-    plan = RoundPlan.from_config(msg.content.config_records[protocol.CONFIG])
+    plan = RoundPlan.from_config(msg.content.config_records[Record.CONFIG])
     if is_paused(node.device_dir):
-        return _paused_reply(node, plan, msg)
-    arrays = msg.content.array_records[protocol.ARRAYS]
+        return _reply(msg, node, ReplyStatus.PAUSED, ReplyMetrics(plan.server_round, 0))
+    arrays = msg.content.array_records[Record.ARRAYS]
     save_last_model(node, plan, arrays, plan.server_round)
-    metrics = _held_out_metrics(node, plan, arrays)
-    return Message(
-        protocol.reply_content(node.device_id, protocol.STATUS_EVALUATED, metrics), reply_to=msg
-    )
+    held_out = _held_out(node, plan, arrays)
+    return _reply(msg, node, ReplyStatus.EVALUATED, ReplyMetrics(held_out=held_out))

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from fedgaze.audit.verify import audit_device_ledger, rdp_epsilons
-from fedgaze.ledger.device import key_path, ledger_path
+from fedgaze.ledger.contract import device_key_path, device_ledger_path
 from fedgaze.ledger.keys import load_or_create_signing_key, public_key_b64
 
 
@@ -30,12 +30,12 @@ class BudgetView:
 
 def device_budget(device_dir: str | Path) -> BudgetView:
     """The verified spending of the device at ``device_dir`` (its ``ledger.jsonl``)."""
-    ledger = ledger_path(device_dir)
+    ledger = device_ledger_path(device_dir)
     if not ledger.exists():
         return BudgetView(device=None, ledger=ledger)  # nothing charged yet
     trusted = None
-    if key_path(device_dir).exists():
-        trusted = {public_key_b64(load_or_create_signing_key(key_path(device_dir)))}
+    if device_key_path(device_dir).exists():
+        trusted = {public_key_b64(load_or_create_signing_key(device_key_path(device_dir)))}
     audit = audit_device_ledger(ledger, trusted_signers=trusted, pld=False)
     view = BudgetView(device=audit.summary.get("device"), ledger=ledger, problems=audit.problems)
     by_run: dict[str, list[dict[str, Any]]] = {}

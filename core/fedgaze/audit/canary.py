@@ -84,15 +84,17 @@ import numpy.typing as npt
 import opacus.optimizers.optimizer as opacus_optimizer
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 from scipy.linalg import null_space
 from scipy.stats import binom
 
+from fedgaze import defaults
 from fedgaze.data.synthetic import generate_cohort
 from fedgaze.features.v2 import featurize_device
 from fedgaze.model.reward import PairwiseRewardModel, model_from_state, state_to_numpy
 from fedgaze.privacy.accounting import epsilon_for
-from fedgaze.privacy.dp_train import DEFAULT_HIDDEN, DPConfig, train_local
+from fedgaze.privacy.dp_train import DPConfig, train_local
+from fedgaze.privacy.params import DeviceBudget, DPSGDParams
 from fedgaze.privacy.state import PrivacyState
 
 __all__ = [
@@ -197,14 +199,14 @@ def epsilon_lower_bound(*, m: int, r: int, v: int, delta: float, confidence: flo
 # --------------------------------------------------------------------------------------------
 
 
-class CanaryAuditConfig(BaseModel):
+class CanaryAuditConfig(DPSGDParams):
     """What to audit (the DP-SGD hyperparameters of one local round) and how.
 
     ``m`` canaries, each included with probability 1/2; ``k_plus`` "included" and ``k_minus``
     "excluded" guesses (fixed in advance: choosing them after seeing the scores would void the
     bound); ``confidence`` of the lower bound; ``seed`` fixes the canaries, their coin flips,
     the base cohort and the initial model (the DP noise and Poisson sampling use the training
-    path's own secret seed). ``noise_multiplier`` ... ``lr`` and ``delta`` are the
+    path's own secret seed). The DP-SGD hyperparameters and ``delta`` are the
     :class:`~fedgaze.privacy.dp_train.DPConfig` under audit; ``canary_norm`` is the length of
     the difference between a canary's two answers and ``canary_saturation`` the pre-activation
     of its saturated hidden units (see :func:`make_canaries`); the base set is ``base_devices``
@@ -212,19 +214,17 @@ class CanaryAuditConfig(BaseModel):
     passed in).
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
     m: int = Field(default=1000, ge=2)
     k_plus: int = Field(default=50, ge=0)
     k_minus: int = Field(default=50, ge=0)
     confidence: float = Field(default=0.95, gt=0, lt=1)
     seed: int = Field(default=0, ge=0)
+    # An audit's round trains longer, in larger batches, than a device's default round.
     noise_multiplier: float = Field(default=1.0, gt=0, allow_inf_nan=False)
-    max_grad_norm: float = Field(default=1.0, gt=0, allow_inf_nan=False)
     batch_size: int = Field(default=100, ge=1)
     local_epochs: int = Field(default=10, ge=1)
     lr: float = Field(default=0.5, gt=0, allow_inf_nan=False)
-    delta: float = Field(default=1e-5, gt=0, lt=1)
+    delta: float = Field(default=defaults.DELTA, gt=0, lt=1)
     canary_norm: float = Field(default=10.0, gt=0, allow_inf_nan=False)
     canary_saturation: float = Field(default=5.0, gt=0, allow_inf_nan=False)
     base_devices: int = Field(default=1, ge=0)
@@ -245,15 +245,7 @@ class CanaryAuditConfig(BaseModel):
 
     def dp_config(self) -> DPConfig:
         """The DP-SGD configuration under audit, with a budget that never stops the run."""
-        return DPConfig(
-            noise_multiplier=self.noise_multiplier,
-            max_grad_norm=self.max_grad_norm,
-            batch_size=self.batch_size,
-            local_epochs=self.local_epochs,
-            lr=self.lr,
-            delta=self.delta,
-            epsilon_budget=_NO_BUDGET,
-        )
+        return DPConfig.for_device(self, DeviceBudget(self.delta, _NO_BUDGET))
 
 
 @dataclass(frozen=True)
@@ -425,7 +417,7 @@ def run_canary_audit(
     X_base = np.asarray(X_base, dtype=np.float32)
     y_base = np.asarray(y_base, dtype=np.float32)
     n_features = X_base.shape[2]
-    initial = PairwiseRewardModel(n_features, hidden=DEFAULT_HIDDEN, seed=config.seed)
+    initial = PairwiseRewardModel(n_features, hidden=defaults.HIDDEN, seed=config.seed)
     initial_state = state_to_numpy(initial)
     X_can, y_can = make_canaries(
         initial_state,

@@ -16,16 +16,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fedgaze.ledger.device import DP_ROUND, LEDGER_FILE
+from fedgaze.ledger.contract import (
+    DEVICE_LEDGER_FILE,
+    SECRET_FIELDS,
+    SERVER_LEDGER_FILE,
+    RecordKind,
+)
 from fedgaze.ledger.keys import pseudonym
 from fedgaze.ledger.records import LedgerRecord, VerifyReport, verify_jsonl, verify_sqlite
 from fedgaze.privacy.central import quiet_absl
 
 RDP_TOLERANCE = 1e-2
 """Largest relative difference allowed between a stated epsilon and dp_accounting's RDP."""
-
-SECRET_FIELDS = ("noise_seed", "input_digest", "output_digest")
-SERVER_LEDGER_FILE = "server_ledger.db"  # same name as fedgaze.server.ledger (common: no import)
 
 
 def _event(sigma: float, q: float, steps: int) -> Any:
@@ -79,7 +81,7 @@ class LedgerAudit:
 
     @property
     def dp_records(self) -> list[LedgerRecord]:
-        return [r for r in self.report.records if r.kind == DP_ROUND]
+        return [r for r in self.report.records if r.kind == RecordKind.DP_ROUND]
 
 
 def _dp_fields(record: LedgerRecord) -> tuple[float, float, int, float, float]:
@@ -183,10 +185,10 @@ def audit_server_ledger(path: str | Path, *, pld: bool = True) -> LedgerAudit:
     refused = 0
     committed = 0
     for rec in report.records:
-        if rec.kind == "run-start":
+        if rec.kind == RecordKind.RUN_START:
             run_key = (rec.body.get("settings") or {}).get("run_key")
             continue
-        if rec.kind == "run-resume":
+        if rec.kind == RecordKind.RUN_RESUME:
             resumed_key = (rec.body.get("settings") or {}).get("run_key")
             if rec.body.get("after_round") != committed or resumed_key != run_key:
                 audit.problems.append(
@@ -195,7 +197,7 @@ def audit_server_ledger(path: str | Path, *, pld: bool = True) -> LedgerAudit:
                     f"{committed}"
                 )
             continue
-        if rec.kind != "server-round":
+        if rec.kind != RecordKind.SERVER_ROUND:
             audit.problems.append(f"record {rec.seq}: unknown kind {rec.kind!r}")
             continue
         # Rounds are committed once each, in order: a gap is a lost round, a repeat a round
@@ -246,7 +248,7 @@ def audit_server_ledger(path: str | Path, *, pld: bool = True) -> LedgerAudit:
         "records": report.lines,
         "run_key": run_key,
         "rounds_committed": committed,
-        "resumes": sum(r.kind == "run-resume" for r in report.records),
+        "resumes": sum(r.kind == RecordKind.RUN_RESUME for r in report.records),
         "devices": len(per_device),
         "accepted_device_records": sum(len(v) for v in per_device.values()),
         "refused_updates": refused,
@@ -304,7 +306,7 @@ def _cross_check(server: LedgerAudit, devices: Sequence[LedgerAudit], devices_di
             raw_of[d.report.signer] = set(text.splitlines())
             path_of[d.report.signer] = d.path
     for rec in server.report.records:
-        for line in rec.body.get("accepted", []) if rec.kind == "server-round" else []:
+        for line in rec.body.get("accepted", []) if rec.kind == RecordKind.SERVER_ROUND else []:
             try:
                 inner = LedgerRecord.parse(line)
             except ValueError:
@@ -331,7 +333,7 @@ def audit_path(path: str | Path, *, pld: bool = True) -> list[LedgerAudit]:
     if target.is_dir():
         audits: list[LedgerAudit] = []
         server_db = target / SERVER_LEDGER_FILE
-        device_files = sorted((target / "devices").glob(f"*/{LEDGER_FILE}"))
+        device_files = sorted((target / "devices").glob(f"*/{DEVICE_LEDGER_FILE}"))
         if not server_db.exists() and not device_files:
             raise FileNotFoundError(f"{target}: no {SERVER_LEDGER_FILE} and no device ledgers")
         devices = [audit_device_ledger(f, pld=pld) for f in device_files]
@@ -359,7 +361,7 @@ def export_events(audits: Sequence[LedgerAudit]) -> dict[str, Any]:
 
     def add(records: Iterable[LedgerRecord], source: str) -> None:
         for rec in records:
-            if rec.kind != DP_ROUND:
+            if rec.kind != RecordKind.DP_ROUND:
                 continue
             who = pseudonym(rec.signer)
             entry = devices.setdefault(
@@ -393,7 +395,7 @@ def export_events(audits: Sequence[LedgerAudit]) -> dict[str, Any]:
     for a in audits:
         if a.kind == "server":
             for rec in a.report.records:
-                if rec.kind == "server-round":
+                if rec.kind == RecordKind.SERVER_ROUND:
                     inner = []
                     for line in rec.body.get("accepted", []):
                         try:
@@ -406,7 +408,7 @@ def export_events(audits: Sequence[LedgerAudit]) -> dict[str, Any]:
         noised = [
             r
             for r in (a.report.records if a.kind == "server" else [])
-            if r.kind == "server-round" and r.body.get("central_dp") is not None
+            if r.kind == RecordKind.SERVER_ROUND and r.body.get("central_dp") is not None
         ]
         if noised:
             last = noised[-1].body["central_dp"]

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 import numpy as np
 from flwr.app import Array, ArrayRecord
 
-ModelState = dict[str, np.ndarray]
+from fedgaze.model.weights import ModelState
 
 
 def to_array_record(state: Mapping[str, np.ndarray]) -> ArrayRecord:

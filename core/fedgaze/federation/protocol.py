@@ -1,105 +1,244 @@
 """The message contract between the fedgaze ServerApp and ClientApp (one place, both sides).
 
-Train request:  ``arrays`` (global model), ``config`` (a :class:`RoundPlan`).
-Train reply:    ``arrays`` (the device's new local model, when it trained), ``metrics``: the
-                round it answers (``server-round``, checked against the round asked), the
-                example count, the DP-SGD parameters of this round and the device's cumulative
-                epsilon, plus the held-out evaluation of the *received* model; ``device``
-                (ConfigRecord: ``device-id`` and ``status``); ``dp-record`` (ConfigRecord, when it
-                trained: ``line``, the device's signed ``dp-round`` ledger record of this round).
+Train request:  ``arrays`` (global model), ``config`` (a :class:`~fedgaze.federation.settings.
+                RoundPlan`).
+Train reply:    ``arrays`` (the device's new local model, when it trained), ``metrics``
+                (:class:`ReplyMetrics`): the round it answers (``server-round``, checked against
+                the round asked), the example count, the DP-SGD parameters of this round and the
+                device's cumulative epsilon, plus the held-out evaluation of the *received* model;
+                ``device`` (ConfigRecord: ``device-id`` and ``status``, a :class:`ReplyStatus`);
+                ``dp-record`` (ConfigRecord, when it trained: ``line``, the device's signed
+                ``dp-round`` ledger record of this round).
 Evaluate reply: ``metrics`` with the held-out evaluation only; ``device``.
 Paused reply:   to either request, while the person has paused the device
-                (:mod:`fedgaze.client.device.pause`): status ``paused``, ``metrics`` with the round
-                and zero examples, no arrays, no ``dp-record``; nothing was read, trained or
-                charged, and the server counts the device as not having trained.
+                (:mod:`fedgaze.client.device.pause`): status ``paused``, ``metrics`` with the
+                round and zero examples, no arrays, no ``dp-record``; nothing was read, trained
+                or charged, and the server counts the device as not having trained.
 Only model weights and these declared numbers ever leave a device. The training loss is
 deliberately not among them: it is computed on private training rows without noise.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from enum import StrEnum
 
-from flwr.app import ConfigRecord, Message, MetricRecord, RecordDict
+from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
+from flwr.app.typing import ConfigRecordValues, MetricRecordValues
 
-ARRAYS = "arrays"
-CONFIG = "config"
-METRICS = "metrics"
-DEVICE = "device"
-DP_RECORD = "dp-record"
+
+class Record(StrEnum):
+    """The records of a message's content."""
+
+    ARRAYS = "arrays"
+    CONFIG = "config"
+    METRICS = "metrics"
+    DEVICE = "device"
+    DP_RECORD = "dp-record"
+
+
+class DeviceKey(StrEnum):
+    """The keys of a reply's ``device`` record."""
+
+    DEVICE_ID = "device-id"
+    STATUS = "status"
+
+
 DP_RECORD_LINE = "line"
+"""The key of the ``dp-record`` record: the signed ledger line."""
 
-SERVER_ROUND = "server-round"
-NUM_EXAMPLES = "num-examples"
-EVAL_EXAMPLES = "eval-examples"
-EVAL_LOSS = "eval-loss"
-EVAL_ACCURACY = "eval-accuracy"
-EVAL_ACCURACY_PERSONAL = "eval-accuracy-personal"
-DP_EVENT_KEYS = ("noise-multiplier", "sample-rate", "steps")
 
-STATUS_TRAINED = "trained"
-STATUS_EXHAUSTED = "budget-exhausted"
-STATUS_NO_DATA = "no-data"
-STATUS_ALREADY_CHARGED = "round-already-charged"
-STATUS_EVALUATED = "evaluated"
-STATUS_PAUSED = "paused"
+class Metric(StrEnum):
+    """The keys of a reply's ``metrics`` record."""
+
+    SERVER_ROUND = "server-round"
+    NUM_EXAMPLES = "num-examples"
+    EPSILON = "epsilon"
+    DELTA = "delta"
+    STEPS = "steps"
+    SAMPLE_RATE = "sample-rate"
+    NOISE_MULTIPLIER = "noise-multiplier"
+    EVAL_EXAMPLES = "eval-examples"
+    EVAL_LOSS = "eval-loss"
+    EVAL_ACCURACY = "eval-accuracy"
+    EVAL_ACCURACY_PERSONAL = "eval-accuracy-personal"
+
+
+DP_EVENT_METRICS = (Metric.NOISE_MULTIPLIER, Metric.SAMPLE_RATE, Metric.STEPS)
+"""The metrics that describe a round's DP-SGD charge (checked against its signed record)."""
+
+
+class ReplyStatus(StrEnum):
+    """What a device did with a message."""
+
+    TRAINED = "trained"
+    """Trained this round (or replayed an already charged round)."""
+    BUDGET_EXHAUSTED = "budget-exhausted"
+    """This round would exceed the device's budget; refused before training."""
+    NO_DATA = "no-data"
+    """No training comparisons on the device."""
+    ROUND_ALREADY_CHARGED = "round-already-charged"
+    """The same ``(run-key, round)`` was already charged with different inputs."""
+    EVALUATED = "evaluated"
+    """Reply to an evaluate message."""
+    PAUSED = "paused"
+    """The person paused the device: nothing was read, trained or charged."""
+
+
+@dataclass(frozen=True)
+class HeldOut:
+    """A device's held-out evaluation of the model it received (later comparisons, no noise).
+
+    ``loss`` and ``accuracy`` are absent when the device holds no held-out comparison;
+    ``accuracy_personal`` is with the device's personal head added.
+    """
+
+    examples: int
+    loss: float | None = None
+    accuracy: float | None = None
+    accuracy_personal: float | None = None
+
+    def metrics(self) -> dict[str, float]:
+        """As reply metrics (absent values left out)."""
+        values = {
+            Metric.EVAL_EXAMPLES: self.examples,
+            Metric.EVAL_LOSS: self.loss,
+            Metric.EVAL_ACCURACY: self.accuracy,
+            Metric.EVAL_ACCURACY_PERSONAL: self.accuracy_personal,
+        }
+        return {k.value: v for k, v in values.items() if v is not None}
+
+
+@dataclass(frozen=True)
+class Charge:
+    """The DP-SGD parameters a device trained this round with (its signed record says the same)."""
+
+    steps: int
+    sample_rate: float
+    noise_multiplier: float
+
+    def metrics(self) -> dict[str, float]:
+        """As reply metrics."""
+        return {
+            Metric.STEPS.value: self.steps,
+            Metric.SAMPLE_RATE.value: self.sample_rate,
+            Metric.NOISE_MULTIPLIER.value: self.noise_multiplier,
+        }
+
+
+@dataclass(frozen=True)
+class ReplyMetrics:
+    """Everything a device declares in a reply's ``metrics`` record.
+
+    ``epsilon`` is the device's cumulative epsilon at ``delta`` (absent in evaluate and paused
+    replies); ``charge`` is present when it trained.
+    """
+
+    server_round: int | None = None
+    examples: int | None = None
+    epsilon: float | None = None
+    delta: float | None = None
+    charge: Charge | None = None
+    held_out: HeldOut | None = None
+
+    def metrics(self) -> dict[str, float]:
+        """The flat ``metrics`` record (absent values left out)."""
+        values = {
+            Metric.SERVER_ROUND: self.server_round,
+            Metric.NUM_EXAMPLES: self.examples,
+            Metric.EPSILON: self.epsilon,
+            Metric.DELTA: self.delta,
+        }
+        out = {k.value: v for k, v in values.items() if v is not None}
+        if self.charge is not None:
+            out.update(self.charge.metrics())
+        if self.held_out is not None:
+            out.update(self.held_out.metrics())
+        return out
 
 
 @dataclass(frozen=True)
 class DeviceReport:
-    """What one device said about one round, as parsed by the server."""
+    """What one device said about one round, as parsed by the server.
+
+    ``metrics`` is the raw record: a device controls everything in its reply, so the server reads
+    each value through the accessors below (a missing value is None, never an error).
+    """
 
     node_id: int
     device_id: str
-    status: str
-    metrics: dict[str, float]
+    status: ReplyStatus
+    metrics: Mapping[str, float]
     dp_record: str | None = None
+
+    def get(self, metric: Metric) -> float | None:
+        """The reply's value of ``metric`` (None when absent)."""
+        return self.metrics.get(metric)
 
     @property
     def examples(self) -> int:
-        """Examples the device trained or evaluated on this round."""
-        return int(self.metrics.get(NUM_EXAMPLES, 0))
+        """Examples the device trained on this round (0 when absent)."""
+        return int(self.metrics.get(Metric.NUM_EXAMPLES, 0))
+
+    @property
+    def trained(self) -> bool:
+        """True when the device says it trained on at least one example."""
+        return self.status == ReplyStatus.TRAINED and self.examples > 0
+
+    @property
+    def eval_examples(self) -> int:
+        """Held-out examples the received model was scored on (0 when absent)."""
+        return int(self.metrics.get(Metric.EVAL_EXAMPLES, 0))
 
 
 def reply_content(
     device_id: str,
-    status: str,
-    metrics: dict[str, float],
-    arrays: Any | None = None,
+    status: ReplyStatus,
+    metrics: ReplyMetrics,
+    arrays: ArrayRecord | None = None,
     dp_record: str | None = None,
 ) -> RecordDict:
     """Build a reply RecordDict in the contract's shape (``dp_record``: a signed ledger line)."""
+    device: dict[str, ConfigRecordValues] = {
+        DeviceKey.DEVICE_ID.value: device_id,
+        DeviceKey.STATUS.value: status.value,
+    }
+    flat: dict[str, MetricRecordValues] = dict(metrics.metrics())
     content = RecordDict(
         {
-            METRICS: MetricRecord(dict(metrics)),
-            DEVICE: ConfigRecord({"device-id": device_id, "status": status}),
+            Record.METRICS.value: MetricRecord(flat),
+            Record.DEVICE.value: ConfigRecord(device),
         }
     )
     if arrays is not None:
-        content[ARRAYS] = arrays
+        content[Record.ARRAYS.value] = arrays
     if dp_record is not None:
-        content[DP_RECORD] = ConfigRecord({DP_RECORD_LINE: dp_record})
+        content[Record.DP_RECORD.value] = ConfigRecord({DP_RECORD_LINE: dp_record})
     return content
 
 
 def parse_report(msg: Message) -> DeviceReport:
     """Parse a reply into a :class:`DeviceReport`; raises ValueError when it breaks the contract."""
     content = msg.content
-    if METRICS not in content.metric_records or DEVICE not in content.config_records:
+    if Record.METRICS not in content.metric_records or Record.DEVICE not in content.config_records:
         raise ValueError("reply lacks metrics or device records")
-    device = content.config_records[DEVICE]
-    metrics = {k: float(v) for k, v in content.metric_records[METRICS].items()}  # type: ignore[arg-type]
+    device = content.config_records[Record.DEVICE]
+    metrics = {k: float(v) for k, v in content.metric_records[Record.METRICS].items()}  # type: ignore[arg-type]
     dp_record = None
-    if DP_RECORD in content.config_records:
-        line = content.config_records[DP_RECORD].get(DP_RECORD_LINE)
+    if Record.DP_RECORD in content.config_records:
+        line = content.config_records[Record.DP_RECORD].get(DP_RECORD_LINE)
         if not isinstance(line, str):
-            raise ValueError(f"{DP_RECORD} record lacks a string {DP_RECORD_LINE!r}")
+            raise ValueError(f"{Record.DP_RECORD} record lacks a string {DP_RECORD_LINE!r}")
         dp_record = line
+    try:
+        status = ReplyStatus(str(device[DeviceKey.STATUS]))
+    except ValueError:
+        raise ValueError(f"unknown status {device[DeviceKey.STATUS]!r}") from None
     return DeviceReport(
         node_id=msg.metadata.src_node_id,
-        device_id=str(device["device-id"]),
-        status=str(device["status"]),
+        device_id=str(device[DeviceKey.DEVICE_ID]),
+        status=status,
         metrics=metrics,
         dp_record=dp_record,
     )

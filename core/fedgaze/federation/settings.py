@@ -12,7 +12,12 @@ from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from fedgaze import defaults
+from fedgaze.privacy.params import DeviceBudget, DPSGDParams
+
 M = TypeVar("M", bound=BaseModel)
+
+Aggregation = Literal["fedavg", "trimmed-mean", "median"]
 
 
 class SettingsError(ValueError):
@@ -56,6 +61,11 @@ class NodeSettings(_Frozen):
     epsilon_budget: float = Field(gt=0)
     delta: float = Field(gt=0, lt=1)
 
+    @property
+    def budget(self) -> DeviceBudget:
+        """The budget this device enforces on every charge."""
+        return DeviceBudget(self.delta, self.epsilon_budget)
+
     @classmethod
     def from_node_config(cls, flat: Mapping[str, Any]) -> NodeSettings:
         """Parse a SuperNode's ``--node-config`` mapping."""
@@ -75,17 +85,12 @@ class NodeSettings(_Frozen):
         return " ".join(parts)
 
 
-class TrainingPlan(_Frozen):
+class TrainingPlan(DPSGDParams):
     """What the server asks of every device: DP-SGD hyperparameters and the held-out split."""
 
     run_key: str = Field(min_length=1)
-    noise_multiplier: float = Field(gt=0)
-    max_grad_norm: float = Field(gt=0)
-    batch_size: int = Field(ge=1)
-    local_epochs: int = Field(ge=1)
-    lr: float = Field(gt=0)
-    holdout: float = Field(ge=0, lt=1)
-    seed: int = 0
+    holdout: float = Field(default=defaults.HOLDOUT, ge=0, lt=1)
+    seed: int = defaults.SEED
 
 
 class RoundPlan(TrainingPlan):
@@ -117,16 +122,16 @@ class ServerSettings(TrainingPlan):
     aggregated (None: no cap; devices still enforce their own budgets)."""
     client_dp_noise_multiplier: float | None = Field(default=None, gt=0, allow_inf_nan=False)
     client_dp_clip_norm: float | None = Field(default=None, gt=0, allow_inf_nan=False)
-    client_dp_delta: float = Field(default=1e-5, gt=0, lt=1)
+    client_dp_delta: float = Field(default=defaults.DELTA, gt=0, lt=1)
     """Client-level DP of the aggregate (both set: on; see :mod:`fedgaze.privacy.central`):
     every update's change is clipped to ``client_dp_clip_norm`` and the sum gets Gaussian noise
     of ``client_dp_noise_multiplier`` times that norm; every device takes part every round."""
-    aggregation: Literal["fedavg", "trimmed-mean", "median"] = "fedavg"
+    aggregation: Aggregation = defaults.AGGREGATION
     """How accepted updates are combined (see :mod:`fedgaze.server.aggregate`): FedAvg weighted
     by examples, or the coordinate-wise trimmed mean or median (unweighted, robust to a minority
     of hostile updates). Client-level DP always uses DP-FedAvg: combining it with a robust rule
     is refused (the DP analysis assumes the clipped sum)."""
-    trim_fraction: float = Field(default=0.1, ge=0, lt=0.5)
+    trim_fraction: float = Field(default=defaults.TRIM_FRACTION, ge=0, lt=0.5)
     """Trimmed mean: the fraction of updates dropped at each end, per coordinate (rounded up)."""
     max_update_norm: float | None = Field(default=None, gt=0, allow_inf_nan=False)
     """An update whose L2 distance from the model the server sent exceeds this is refused

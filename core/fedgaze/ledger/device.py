@@ -14,73 +14,21 @@ message; a retried round that was replayed adds nothing (its event is already re
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from functools import lru_cache
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from fedgaze.ledger.contract import (
+    RecordKind,
+    device_key_path,
+    device_ledger_path,
+    software_versions,
+)
 from fedgaze.ledger.keys import load_or_create_signing_key, pseudonym, public_key_b64
 from fedgaze.ledger.records import JsonlLedger, LedgerRecord
-from fedgaze.privacy.accounting import AccountantName, epsilon_for
+from fedgaze.privacy.accounting import epsilon_for
+from fedgaze.privacy.params import DeviceBudget
 from fedgaze.privacy.state import PrivacyEvent, PrivacyState
-
-DEVICE_KEY_FILE = "device_key.pem"
-LEDGER_FILE = "ledger.jsonl"
-DP_ROUND = "dp-round"
-
-# What a dp-round body holds; the secret noise seed and the data digests are never among them.
-DP_ROUND_FIELDS = (
-    "run_id",
-    "round",
-    "device",
-    "noise_multiplier",
-    "sample_rate",
-    "steps",
-    "max_grad_norm",
-    "delta",
-    "accountant",
-    "epsilon",
-    "epsilon_budget",
-    "versions",
-    "time",
-)
-
-
-@dataclass(frozen=True)
-class DeviceBudget:
-    """What the device's ledger needs besides the events: its node-config privacy settings."""
-
-    delta: float
-    epsilon_budget: float
-    accountant: AccountantName = "rdp"
-
-
-def key_path(device_dir: str | Path) -> Path:
-    return Path(device_dir) / DEVICE_KEY_FILE
-
-
-def ledger_path(device_dir: str | Path) -> Path:
-    return Path(device_dir) / LEDGER_FILE
-
-
-@lru_cache(maxsize=1)
-def software_versions() -> dict[str, str | None]:
-    """Installed versions of the code that computed a charge (None when not installed)."""
-
-    def version(dist: str) -> str | None:
-        try:
-            return metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            return None
-
-    return {
-        "fedgaze": version("fedgaze"),
-        "opacus": version("opacus"),
-        "torch": version("torch"),
-        "dp_accounting": version("dp-accounting"),
-    }
 
 
 def dp_round_body(
@@ -115,7 +63,7 @@ def recorded_keys(records: Iterable[LedgerRecord]) -> set[tuple[str, int]]:
     return {
         (str(r.body.get("run_id")), int(r.body.get("round", -1)))
         for r in records
-        if r.kind == DP_ROUND
+        if r.kind == RecordKind.DP_ROUND
     }
 
 
@@ -136,9 +84,9 @@ def sync_ledger(
     cumulative epsilon of the state's events up to and including that one. Returns every
     ``dp-round`` record by ``(run_id, round)``.
     """
-    key = load_or_create_signing_key(key_path(device_dir))
+    key = load_or_create_signing_key(device_key_path(device_dir))
     device = pseudonym(public_key_b64(key))
-    with JsonlLedger.open(ledger_path(device_dir), key) as ledger:
+    with JsonlLedger.open(device_ledger_path(device_dir), key) as ledger:
         for index, event in missing_events(state, ledger.records):
             history = [e.entry for e in state.events[: index + 1]]
             body = dp_round_body(
@@ -149,9 +97,9 @@ def sync_ledger(
                 time=datetime.now(UTC).isoformat(timespec="seconds"),
                 versions=software_versions(),
             )
-            ledger.append(DP_ROUND, body)
+            ledger.append(RecordKind.DP_ROUND, body)
         return {
             (str(r.body["run_id"]), int(r.body["round"])): r
             for r in ledger.records
-            if r.kind == DP_ROUND
+            if r.kind == RecordKind.DP_ROUND
         }

@@ -5,9 +5,9 @@ from __future__ import annotations
 import torch
 
 from fedgaze.features.v2 import FEATURE_SET, SIDE_FEATURE_NAMES
-from fedgaze.federation.arrays import ModelState
 from fedgaze.model.reward import PairwiseRewardModel, load_numpy_state, state_to_numpy
 from fedgaze.model.store import ModelDirError, SavedModel
+from fedgaze.model.weights import ModelState
 
 
 def n_features() -> int:

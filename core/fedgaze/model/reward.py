@@ -23,6 +23,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from fedgaze import defaults
+
 OPACUS_PREFIX = "_module."
 """Prefix that Opacus' ``GradSampleModule`` adds to parameter names."""
 
@@ -36,7 +38,9 @@ class PairwiseRewardModel(nn.Module):
     torch RNG; without it the current global RNG is used (callers may ``torch.manual_seed``).
     """
 
-    def __init__(self, n_features: int, hidden: int = 16, *, seed: int | None = None) -> None:
+    def __init__(
+        self, n_features: int, hidden: int = defaults.HIDDEN, *, seed: int | None = None
+    ) -> None:
         super().__init__()
         if n_features < 1 or hidden < 0:
             raise ValueError(f"need n_features >= 1 and hidden >= 0, got {n_features} and {hidden}")

@@ -12,13 +12,13 @@ import math
 import warnings
 from collections.abc import Iterable, Sequence
 from functools import lru_cache
-from typing import Literal
 
 import numpy as np
 from opacus.accountants import PRVAccountant
 from opacus.accountants.analysis import rdp as rdp_analysis
 
-AccountantName = Literal["rdp", "prv"]
+from fedgaze.privacy.params import AccountantName
+
 HistoryEntry = tuple[float, float, int]
 
 RDP_ORDERS: tuple[float, ...] = (

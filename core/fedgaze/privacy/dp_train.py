@@ -26,6 +26,7 @@ import logging
 import math
 import secrets
 import warnings
+import zlib
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -36,18 +37,19 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from opacus import PrivacyEngine
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
+from fedgaze import defaults
 from fedgaze.model.reward import (
     PairwiseRewardModel,
     model_from_state,
     state_to_numpy,
 )
+from fedgaze.model.weights import ModelState
 from fedgaze.privacy.accounting import (
     ORDER_GRID_NOTICE,
-    AccountantName,
     BudgetExhausted,
     HistoryEntry,
     check_budget,
@@ -55,6 +57,7 @@ from fedgaze.privacy.accounting import (
     merge_history,
     steps_per_epoch,
 )
+from fedgaze.privacy.params import AccountantName, DeviceBudget, DPSGDParams
 from fedgaze.privacy.state import PrivacyEvent, PrivacyState, RoundAlreadyCharged
 
 __all__ = [
@@ -62,34 +65,40 @@ __all__ = [
     "DPConfig",
     "LocalResult",
     "RoundAlreadyCharged",
+    "device_round_seed",
     "train_central",
     "train_local",
     "train_local_nonprivate",
     "train_local_persisted",
 ]
 
-ModelState = dict[str, np.ndarray]
-DEFAULT_HIDDEN = 16
 
-
-class DPConfig(BaseModel):
+class DPConfig(DPSGDParams):
     """DP-SGD hyperparameters and the device's privacy budget (validated, immutable).
 
     ``batch_size`` is the expected Poisson batch; Opacus realises it as ``n / ceil(n / b)``
     (see :func:`fedgaze.privacy.accounting.steps_per_epoch`).
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    noise_multiplier: float = Field(default=1.1, gt=0, allow_inf_nan=False)
-    max_grad_norm: float = Field(default=1.0, gt=0, allow_inf_nan=False)
-    batch_size: int = Field(default=8, ge=1)
-    local_epochs: int = Field(default=1, ge=1)
-    lr: float = Field(default=0.05, gt=0, allow_inf_nan=False)
     optimizer: Literal["sgd", "adam"] = "sgd"
-    delta: float = Field(default=1e-5, gt=0, lt=1)
+    delta: float = Field(default=defaults.DELTA, gt=0, lt=1)
     epsilon_budget: float = Field(default=10.0, gt=0)
     accountant: AccountantName = "rdp"
+
+    @classmethod
+    def for_device(cls, params: DPSGDParams, budget: DeviceBudget) -> DPConfig:
+        """What a device trains with: the planned hyperparameters within its own budget."""
+        return cls(
+            **params.dp_sgd().model_dump(),
+            delta=budget.delta,
+            epsilon_budget=budget.epsilon_budget,
+            accountant=budget.accountant,
+        )
+
+    @property
+    def budget(self) -> DeviceBudget:
+        """The device budget this configuration trains within."""
+        return DeviceBudget(self.delta, self.epsilon_budget, self.accountant)
 
     def training_key(self) -> str:
         """The fields that determine the trained weights (not the budget or accountant)."""
@@ -103,6 +112,12 @@ class DPConfig(BaseModel):
                 "optimizer",
             }
         )
+
+
+def device_round_seed(seed: int, server_round: int, device_id: str) -> int:
+    """The public seed of a device's round (it only initialises a fresh model; noise and
+    sampling always come from a secret seed)."""
+    return (seed * 1_000_003 + server_round * 7919 + zlib.crc32(device_id.encode())) % (2**31)
 
 
 @dataclass(frozen=True, eq=False)
@@ -174,7 +189,7 @@ def _initial_model(
     model_state: Mapping[str, np.ndarray] | None, n_features: int, seed: int
 ) -> PairwiseRewardModel:
     if model_state is None:
-        return PairwiseRewardModel(n_features, hidden=DEFAULT_HIDDEN, seed=seed)
+        return PairwiseRewardModel(n_features, hidden=defaults.HIDDEN, seed=seed)
     model = model_from_state(model_state)
     if model.n_features != n_features:
         raise ValueError(f"model expects {model.n_features} features, X has {n_features}")
@@ -434,7 +449,7 @@ def train_central(
     seed: int,
     dp: DPConfig | None = None,
     batch_size: int = 32,
-    hidden: int = DEFAULT_HIDDEN,
+    hidden: int = defaults.HIDDEN,
     optimizer: Literal["sgd", "adam"] | None = None,
 ) -> tuple[ModelState, float | None]:
     """Train on pooled data (baselines): non-private, or DP-SGD calibrated to a target epsilon.

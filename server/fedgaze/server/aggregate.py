@@ -1,5 +1,14 @@
 """Aggregation of device updates: FedAvg weighted by the number of training examples, the
-robust coordinate-wise trimmed mean and median, and client-level DP FedAvg."""
+robust coordinate-wise trimmed mean and median, and client-level DP FedAvg.
+
+FedAvg and the median are Flower's own (``flwr.server.strategy.aggregate``), run in float64 on
+the parameters in name order. The trimmed mean is ours: Flower's trims ``floor(beta * n)``
+values from each end, which is none at all for fewer than ``1 / beta`` devices, while a server
+that asked for trimming should drop at least one (``ceil``, :func:`trim_count`). DP-FedAvg is
+ours too: Flower's fixed-clipping wrapper fails a round whose replies are fewer than the sample
+size it was built with, while ours divides by the expected device count whatever arrives (the
+sensitivity stays ``clip_norm / expected``), so a device that drops out costs a round nothing.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +16,23 @@ import math
 from collections.abc import Sequence
 
 import numpy as np
+from flwr.server.strategy.aggregate import aggregate as flwr_weighted_average
+from flwr.server.strategy.aggregate import aggregate_median
 
-from fedgaze.federation.arrays import ModelState
+from fedgaze.federation.settings import Aggregation
+from fedgaze.model.weights import ModelState
+
+
+def _layers(state: ModelState, names: Sequence[str]) -> list[np.ndarray]:
+    return [np.asarray(state[name], dtype=np.float64) for name in names]
+
+
+def _named(layers: Sequence[np.ndarray], like: ModelState) -> ModelState:
+    """Flower's per-layer result back into a model state with ``like``'s names and dtypes."""
+    return {
+        name: np.asarray(layer).astype(np.asarray(like[name]).dtype)
+        for name, layer in zip(like, layers, strict=True)
+    }
 
 
 def fedavg(updates: Sequence[tuple[ModelState, int]]) -> ModelState:
@@ -20,17 +44,9 @@ def fedavg(updates: Sequence[tuple[ModelState, int]]) -> ModelState:
     kept = [(state, n) for state, n in updates if n > 0]
     if not kept:
         raise ValueError("no update with a positive example count to aggregate")
-    names = list(kept[0][0])
-    for state, _ in kept[1:]:
-        if list(state) != names:
-            raise ValueError("updates disagree on parameter names")
-    total = float(sum(n for _, n in kept))
-    return {
-        name: np.sum(
-            [state[name].astype(np.float64) * (n / total) for state, n in kept], axis=0
-        ).astype(kept[0][0][name].dtype)
-        for name in names
-    }
+    names = _check_names([state for state, _ in kept])
+    averaged = flwr_weighted_average([(_layers(state, names), n) for state, n in kept])
+    return _named(averaged, kept[0][0])
 
 
 def _stacked(updates: Sequence[ModelState], name: str) -> np.ndarray:
@@ -77,10 +93,18 @@ def coordinate_median(updates: Sequence[ModelState]) -> ModelState:
     """Coordinate-wise median of the updates (unweighted; the mean of the two middle values
     for an even count)."""
     names = _check_names(updates)
-    return {
-        name: np.median(_stacked(updates, name), axis=0).astype(np.asarray(updates[0][name]).dtype)
-        for name in names
-    }
+    return _named(aggregate_median([(_layers(state, names), 1) for state in updates]), updates[0])
+
+
+def aggregate(
+    updates: list[tuple[ModelState, int]], rule: Aggregation, trim_fraction: float
+) -> ModelState:
+    """Combine the accepted updates with ``rule``."""
+    if rule == "trimmed-mean":
+        return trimmed_mean([u for u, _ in updates], trim_fraction)
+    if rule == "median":
+        return coordinate_median([u for u, _ in updates])
+    return fedavg(updates)
 
 
 def weighted_mean(values: Sequence[tuple[float, int]]) -> float | None:

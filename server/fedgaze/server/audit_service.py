@@ -16,10 +16,10 @@ from typing import Any
 import grpc
 
 from fedgaze.audit.verify import RDP_TOLERANCE, audit_path, export_events
+from fedgaze.ledger.contract import SERVER_LEDGER_FILE, RecordKind
 from fedgaze.ledger.keys import pseudonym
 from fedgaze.ledger.records import LedgerRecord, read_sqlite_lines
 from fedgaze.security.net import serve_local_grpc
-from fedgaze.server.ledger import SERVER_LEDGER_FILE, SERVER_ROUND
 from fedgaze.v1 import audit_pb2, audit_pb2_grpc
 
 
@@ -65,7 +65,7 @@ class AuditServicer(audit_pb2_grpc.PrivacyAuditServicer):
         for seq, text, rec in self._records():
             if (
                 rec is not None
-                and rec.kind == SERVER_ROUND
+                and rec.kind == RecordKind.SERVER_ROUND
                 and rec.body.get("round") == request.round
             ):
                 return audit_pb2.GetRoundResponse(
@@ -86,7 +86,7 @@ class AuditServicer(audit_pb2_grpc.PrivacyAuditServicer):
                 if seq >= request.from_seq:
                     yield audit_pb2.LedgerRecord(seq=seq, line=text)
                 continue
-            if rec is None or rec.kind != SERVER_ROUND:
+            if rec is None or rec.kind != RecordKind.SERVER_ROUND:
                 continue
             for line in rec.body.get("accepted", []):
                 inner = LedgerRecord.parse(line)

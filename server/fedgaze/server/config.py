@@ -11,11 +11,13 @@ from __future__ import annotations
 import tomllib
 import uuid
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from fedgaze.federation.settings import ServerSettings, SettingsError
+from fedgaze import defaults
+from fedgaze.federation.settings import Aggregation, ServerSettings, SettingsError
+from fedgaze.privacy.params import DPSGDParams
 
 
 class _Section(BaseModel):
@@ -29,7 +31,7 @@ class SuperLinkSection(_Section):
     fleet_address: str = "0.0.0.0:9092"
     control_address: str = "127.0.0.1:9093"
     health_address: str = "127.0.0.1:9094"
-    ready_timeout: float = Field(default=60.0, gt=0, le=3600)
+    ready_timeout: float = Field(default=defaults.SUPERLINK_READY_TIMEOUT, gt=0, le=3600)
     """Seconds to wait for the SuperLink to report healthy before giving up."""
 
 
@@ -68,27 +70,24 @@ class FederationSection(_Section):
 
     rounds: int = Field(ge=1, le=10_000)
     min_nodes: int = Field(ge=1)
-    node_wait_timeout: float = Field(default=300.0, gt=0)
-    round_timeout: float = Field(default=300.0, gt=0)
-    run_timeout: float = Field(default=86_400.0, gt=0)
+    node_wait_timeout: float = Field(default=defaults.SERVER_NODE_WAIT_TIMEOUT, gt=0)
+    round_timeout: float = Field(default=defaults.SERVER_ROUND_TIMEOUT, gt=0)
+    run_timeout: float = Field(default=defaults.SERVER_RUN_TIMEOUT, gt=0)
     """Upper bound on the whole run (seconds); the server stops it past this."""
-    hidden: int = Field(default=16, ge=0, le=1024)
-    holdout: float = Field(default=0.25, ge=0, lt=1)
-    seed: int = 0
+    hidden: int = Field(default=defaults.HIDDEN, ge=0, le=1024)
+    holdout: float = Field(default=defaults.HOLDOUT, ge=0, lt=1)
+    seed: int = defaults.SEED
 
 
-class PrivacySection(_Section):
-    """Device-level DP-SGD (every device enforces its own budget; this plans the noise)."""
+class PrivacySection(DPSGDParams):
+    """Device-level DP-SGD (every device enforces its own budget; this plans the noise): the
+    DP-SGD hyperparameters, and either a target epsilon or the noise multiplier itself."""
 
     epsilon: float | None = Field(default=None, gt=0, allow_inf_nan=False)
     """Target epsilon per device for the whole run: the noise multiplier is calibrated so the
     largest spender fits every round into it. Exactly one of this and noise_multiplier."""
-    noise_multiplier: float | None = Field(default=None, gt=0, allow_inf_nan=False)
-    delta: float = Field(default=1e-5, gt=0, lt=1)
-    max_grad_norm: float = Field(default=1.0, gt=0)
-    batch_size: int = Field(default=8, ge=1)
-    local_epochs: int = Field(default=1, ge=1)
-    lr: float = Field(default=0.05, gt=0)
+    noise_multiplier: float | None = Field(default=None, gt=0, allow_inf_nan=False)  # type: ignore[assignment]
+    delta: float = Field(default=defaults.DELTA, gt=0, lt=1)
     max_device_epsilon: float | None = Field(default=None, gt=0, allow_inf_nan=False)
     """Server policy: refuse updates whose signed record states a larger cumulative epsilon."""
 
@@ -103,15 +102,15 @@ class ClientDPSection(_Section):
     """Client-level DP of the aggregate (off unless ``epsilon`` is set)."""
 
     epsilon: float | None = Field(default=None, gt=0, allow_inf_nan=False)
-    clip_norm: float = Field(default=0.5, gt=0)
-    delta: float = Field(default=1e-5, gt=0, lt=1)
+    clip_norm: float = Field(default=defaults.CLIENT_DP_CLIP_NORM, gt=0)
+    delta: float = Field(default=defaults.DELTA, gt=0, lt=1)
 
 
 class AggregationSection(_Section):
     """How accepted updates are combined and which are refused."""
 
-    rule: Literal["fedavg", "trimmed-mean", "median"] = "fedavg"
-    trim_fraction: float = Field(default=0.1, ge=0, lt=0.5)
+    rule: Aggregation = defaults.AGGREGATION
+    trim_fraction: float = Field(default=defaults.TRIM_FRACTION, ge=0, lt=0.5)
     max_update_norm: float | None = Field(default=None, gt=0, allow_inf_nan=False)
 
 
@@ -148,50 +147,23 @@ class ServerConfig(_Section):
 
     def settings(self, run_key: str, resume: bool) -> ServerSettings:
         """The ServerApp's settings for this config (noise multipliers calibrated here)."""
-        from fedgaze.privacy.accounting import calibrate_noise_multiplier
-        from fedgaze.privacy.central import calibrate_central_noise
+        from fedgaze.federation.planning import plan_settings
 
-        fed, dp = self.federation, self.privacy
-        noise = dp.noise_multiplier or calibrate_noise_multiplier(
-            dp.epsilon or 0.0, rounds=fed.rounds, local_epochs=dp.local_epochs, delta=dp.delta
+        dp, cdp, agg = self.privacy, self.client_dp, self.aggregation
+        return plan_settings(
+            epsilon=dp.epsilon,
+            client_dp_epsilon=cdp.epsilon,
+            client_dp_clip_norm=cdp.clip_norm,
+            client_dp_delta=cdp.delta,
+            run_dir=str(self.run_dir),
+            run_key=run_key,
+            resume=resume,
+            aggregation=agg.rule,
+            trim_fraction=agg.trim_fraction,
+            max_update_norm=agg.max_update_norm,
+            **self.federation.model_dump(exclude={"run_timeout"}),
+            **dp.model_dump(exclude={"epsilon"}),
         )
-        client_noise = (
-            calibrate_central_noise(
-                self.client_dp.epsilon,
-                sample_rate=1.0,
-                rounds=fed.rounds,
-                delta=self.client_dp.delta,
-            )
-            if self.client_dp.epsilon is not None
-            else None
-        )
-        try:
-            return ServerSettings(
-                run_dir=str(self.run_dir),
-                run_key=run_key,
-                rounds=fed.rounds,
-                min_nodes=fed.min_nodes,
-                node_wait_timeout=fed.node_wait_timeout,
-                round_timeout=fed.round_timeout,
-                hidden=fed.hidden,
-                noise_multiplier=noise,
-                max_grad_norm=dp.max_grad_norm,
-                batch_size=dp.batch_size,
-                local_epochs=dp.local_epochs,
-                lr=dp.lr,
-                holdout=fed.holdout,
-                seed=fed.seed,
-                max_device_epsilon=dp.max_device_epsilon,
-                client_dp_noise_multiplier=client_noise,
-                client_dp_clip_norm=self.client_dp.clip_norm if client_noise else None,
-                client_dp_delta=self.client_dp.delta,
-                aggregation=self.aggregation.rule,
-                trim_fraction=self.aggregation.trim_fraction,
-                max_update_norm=self.aggregation.max_update_norm,
-                resume=resume,
-            )
-        except ValueError as err:
-            raise SettingsError(f"inconsistent settings: {err}") from None
 
 
 def new_run_key(run_dir: Path) -> str:

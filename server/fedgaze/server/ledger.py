@@ -17,22 +17,18 @@ DP parameters the reply declares, and its epsilon is within the server's cap.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from fedgaze.federation import protocol
+from fedgaze.federation.protocol import DP_EVENT_METRICS, DeviceReport
+from fedgaze.federation.rundir import RunLayout
 from fedgaze.federation.settings import RoundPlan, ServerSettings
-from fedgaze.ledger.device import DP_ROUND, software_versions
+from fedgaze.ledger.contract import RecordKind, software_versions
 from fedgaze.ledger.keys import load_or_create_signing_key, pseudonym
 from fedgaze.ledger.records import LedgerError, LedgerRecord, SqliteLedger, verify_sqlite
-
-SERVER_LEDGER_FILE = "server_ledger.db"
-SERVER_KEY_FILE = "server_key.pem"
-RUN_START = "run-start"
-RUN_RESUME = "run-resume"
-SERVER_ROUND = "server-round"
 
 # Settings a resumed run may change: how long to wait and how many rounds to run. Everything
 # that shapes the model or the privacy charge must stay as the run started.
@@ -62,7 +58,7 @@ def ledger_progress(run_dir: str | Path) -> LedgerProgress:
     Raises :class:`ResumeError` when the ledger does not verify: resuming on top of a damaged
     ledger would hide the damage.
     """
-    path = Path(run_dir) / SERVER_LEDGER_FILE
+    path = RunLayout(Path(run_dir)).server_ledger
     if not path.exists():
         return LedgerProgress(None, 0, 0)
     try:
@@ -74,9 +70,11 @@ def ledger_progress(run_dir: str | Path) -> LedgerProgress:
             f"{path}: the server ledger does not verify "
             f"({'; '.join(str(p) for p in report.problems[:3])})"
         )
-    settings = next((r.body.get("settings") for r in report.records if r.kind == RUN_START), None)
-    rounds = [int(r.body["round"]) for r in report.records if r.kind == SERVER_ROUND]
-    resumes = sum(r.kind == RUN_RESUME for r in report.records)
+    settings = next(
+        (r.body.get("settings") for r in report.records if r.kind == RecordKind.RUN_START), None
+    )
+    rounds = [int(r.body["round"]) for r in report.records if r.kind == RecordKind.SERVER_ROUND]
+    resumes = sum(r.kind == RecordKind.RUN_RESUME for r in report.records)
     return LedgerProgress(settings, max(rounds, default=0), resumes)
 
 
@@ -134,7 +132,7 @@ def check_device_record(
     line: str | None,
     *,
     plan: RoundPlan,
-    metrics: dict[str, float],
+    metrics: Mapping[str, float],
     pinned_key: str | None,
     max_device_epsilon: float | None,
 ) -> LedgerRecord:
@@ -149,8 +147,10 @@ def check_device_record(
     except ValueError as err:
         raise RecordRefused(f"dp-record does not verify: {err}") from None
     body = record.body
-    if record.kind != DP_ROUND:
-        raise RecordRefused(f"dp-record is of kind {record.kind!r}, not {DP_ROUND!r}")
+    if record.kind != RecordKind.DP_ROUND:
+        raise RecordRefused(
+            f"dp-record is of kind {record.kind!r}, not {RecordKind.DP_ROUND.value!r}"
+        )
     if pinned_key is not None and record.signer != pinned_key:
         raise RecordRefused("dp-record signed by another key than this device used earlier")
     if body.get("device") != pseudonym(record.signer):
@@ -166,12 +166,8 @@ def check_device_record(
             raise RecordRefused(
                 f"dp-record {name} is {body.get(name)!r}, the server asked {want!r}"
             )
-    declared = {
-        "noise-multiplier": "noise_multiplier",
-        "sample-rate": "sample_rate",
-        "steps": "steps",
-    }
-    for metric, name in declared.items():
+    for metric in DP_EVENT_METRICS:
+        name = metric.replace("-", "_")
         if metric in metrics and float(metrics[metric]) != float(body.get(name, math.nan)):
             raise RecordRefused(
                 f"dp-record {name} {body.get(name)!r} differs from the reply's {metrics[metric]!r}"
@@ -207,7 +203,7 @@ class RoundBook:
     accepted: list[LedgerRecord] = field(default_factory=list)
     refused: list[Refusal] = field(default_factory=list)
 
-    def reject_admitted(self, report: protocol.DeviceReport, reason: str) -> None:
+    def reject_admitted(self, report: DeviceReport, reason: str) -> None:
         """Move the record just admitted for ``report`` from accepted to refused: its signed
         record held but its update failed the server's checks (:mod:`fedgaze.server.validate`)."""
         record = self.accepted.pop()
@@ -220,16 +216,16 @@ class ServerLedger:
     """The run's server ledger plus the per-run key pins of devices."""
 
     def __init__(self, run_dir: str | Path) -> None:
-        root = Path(run_dir)
+        layout = RunLayout(Path(run_dir))
         self._ledger = SqliteLedger(
-            root / SERVER_LEDGER_FILE, load_or_create_signing_key(root / SERVER_KEY_FILE)
+            layout.server_ledger, load_or_create_signing_key(layout.server_key)
         )
         self._pins: dict[str, str] = {}  # device id -> public key
         self._owners: dict[str, str] = {}  # public key -> device id
 
     def run_start(self, settings: ServerSettings) -> None:
         self._ledger.append(
-            RUN_START,
+            RecordKind.RUN_START,
             {
                 "settings": settings.model_dump(),
                 "versions": software_versions(),
@@ -240,7 +236,7 @@ class ServerLedger:
     def run_resume(self, settings: ServerSettings, from_round: int) -> None:
         """Record that the run continues after ``from_round`` (with these settings)."""
         self._ledger.append(
-            RUN_RESUME,
+            RecordKind.RUN_RESUME,
             {
                 "after_round": from_round,
                 "settings": settings.model_dump(),
@@ -260,7 +256,7 @@ class ServerLedger:
             self._pin(device_id, signer)
 
     def admit(
-        self, report: protocol.DeviceReport, plan: RoundPlan, book: RoundBook, max_eps: float | None
+        self, report: DeviceReport, plan: RoundPlan, book: RoundBook, max_eps: float | None
     ) -> bool:
         """Check a trained reply's record; note it in ``book`` as accepted or refused."""
         seen = {r.hash for r in book.accepted}
@@ -303,7 +299,7 @@ class ServerLedger:
         aggregation: str = "fedavg",
     ) -> None:
         self._ledger.append(
-            SERVER_ROUND,
+            RecordKind.SERVER_ROUND,
             {
                 "round": rnd,
                 "participants": [r.body["device"] for r in book.accepted],

@@ -20,13 +20,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from fedgaze.atomic import write_json_atomic
 from fedgaze.federation.flower import child_env, flower_executable
+from fedgaze.federation.results import ServerResult
+from fedgaze.federation.rundir import RunLayout
 from fedgaze.federation.settings import SettingsError
 from fedgaze.processes import Supervisor
-from fedgaze.server.app import RESULT_FILE
 from fedgaze.server.config import ServerConfig, new_run_key
 from fedgaze.server.ledger import LedgerProgress, ResumeError, check_start, ledger_progress
 from fedgaze.server.submit import EventHandler, run_app
@@ -39,16 +39,12 @@ from fedgaze.server.superlink import (
     start_superlink,
 )
 
-PROCESSES_FILE = "server_processes.json"
-"""Pids of a running server (this process and the SuperLink), removed on a clean stop; a
-stale one tells ``--resume`` that an earlier server may still hold the ports and database."""
-
 
 @dataclass(frozen=True)
 class ServerRun:
     """What ``fedgaze server start`` did."""
 
-    result: dict[str, Any]
+    result: ServerResult
     run_key: str
     resumed_after: int | None
     tls: bool
@@ -70,7 +66,7 @@ def _alive(pid: int) -> bool:
 def stale_processes(run_dir: Path) -> list[int]:
     """Recorded server pids of ``run_dir`` that are still alive (another server may run)."""
     try:
-        recorded = json.loads((run_dir / PROCESSES_FILE).read_text(encoding="utf-8"))
+        recorded = json.loads(RunLayout(run_dir).processes.read_text(encoding="utf-8"))
     except (FileNotFoundError, json.JSONDecodeError):
         return []
     pids = [int(p) for p in recorded.get("pids", []) if isinstance(p, int)]
@@ -150,7 +146,7 @@ def start_server(
     run_key = _run_key(config, recorded, resume)
     settings = config.settings(run_key, resume).model_copy(update={"run_dir": str(run_dir)})
     check_start(run_dir, recorded, settings)
-    if resume and (run_dir / RESULT_FILE).exists() and recorded.last_round >= settings.rounds:
+    if resume and RunLayout(run_dir).result.exists() and recorded.last_round >= settings.rounds:
         raise ResumeError(f"run {run_key!r} in {run_dir} is already complete")
     resumed_after = recorded.last_round if resume else None
     stale = stale_processes(run_dir)
@@ -167,13 +163,14 @@ def start_server(
         and config.tls.server_key
         else None
     )
-    env = child_env(run_dir / "flwr_home")
+    layout = RunLayout(run_dir)
+    env = child_env(layout.flwr_home)
     addresses = SuperLinkAddresses(
         fleet=config.superlink.fleet_address,
         control=config.superlink.control_address,
         health=config.superlink.health_address,
     )
-    with Supervisor(run_dir / "logs") as sup:
+    with Supervisor(layout.logs) as sup:
         superlink, addresses, argv = start_superlink(
             sup,
             run_dir,
@@ -183,7 +180,9 @@ def start_server(
             addresses=addresses,
             node_auth=config.auth.enabled,
         )
-        write_json_atomic(run_dir / PROCESSES_FILE, {"pids": [os.getpid(), superlink.pid]})
+        # Pids of this server, removed on a clean stop: a stale record tells ``--resume``
+        # that an earlier server may still hold the ports and database.
+        write_json_atomic(layout.processes, {"pids": [os.getpid(), superlink.pid]})
         registered = register_supernodes(sup, env, keys, existing_ok=True) if keys else []
         if resume:
             _stop_earlier_runs(env)
@@ -197,7 +196,7 @@ def start_server(
             3.0,
             on_started,
         )
-    (run_dir / PROCESSES_FILE).unlink(missing_ok=True)
+    layout.processes.unlink(missing_ok=True)
     return ServerRun(
         result=result,
         run_key=run_key,

@@ -13,8 +13,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fedgaze.server.app import PROGRESS_FILE
-from fedgaze.server.ledger import SERVER_LEDGER_FILE
+from fedgaze.federation.events import (
+    DeviceEpsilon,
+    Done,
+    Evaluated,
+    Failed,
+    ProgressEvent,
+    RoundDone,
+    Started,
+    event_json,
+    parse_event,
+)
+from fedgaze.federation.results import RefusedUpdate
+from fedgaze.federation.rundir import RunLayout
 
 
 @dataclass(frozen=True)
@@ -25,22 +36,42 @@ class RunStatus:
     state: str
     rounds_planned: int | None
     rounds_completed: int
-    last_evaluation: dict[str, Any] | None
+    last_evaluation: Evaluated | None
     failures: list[str] = field(default_factory=list)
-    refused: list[dict[str, Any]] = field(default_factory=list)
-    devices: list[dict[str, Any]] = field(default_factory=list)
+    refused: list[RefusedUpdate] = field(default_factory=list)
+    devices: list[DeviceEpsilon] = field(default_factory=list)
     live_processes: list[int] = field(default_factory=list)
     ledger_records: int | None = None
 
+    def to_json(self) -> dict[str, Any]:
+        """``fedgaze server status --json``."""
+        return {
+            "run_dir": str(self.run_dir),
+            "state": self.state,
+            "rounds_planned": self.rounds_planned,
+            "rounds_completed": self.rounds_completed,
+            "last_evaluation": (
+                event_json(self.last_evaluation) if self.last_evaluation is not None else None
+            ),
+            "failures": list(self.failures),
+            "refused": [r.to_json() for r in self.refused],
+            "devices": [
+                {"device_id": d.device_id, "epsilon": d.epsilon, "status": d.status}
+                for d in self.devices
+            ],
+            "live_processes": list(self.live_processes),
+            "ledger_records": self.ledger_records,
+        }
 
-def _events(path: Path) -> list[dict[str, Any]]:
-    events: list[dict[str, Any]] = []
+
+def _events(path: Path) -> list[ProgressEvent]:
+    events: list[ProgressEvent] = []
     if not path.exists():
         return events
     for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
         try:
-            events.append(json.loads(line))
-        except json.JSONDecodeError:
+            events.append(parse_event(json.loads(line)))
+        except ValueError:
             break  # a torn last line of a crashed writer: everything before it holds
     return events
 
@@ -67,41 +98,39 @@ def run_status(run_dir: str | Path) -> RunStatus:
     run = Path(run_dir)
     if not run.is_dir():
         raise FileNotFoundError(f"{run}: no such run directory")
-    events = _events(run / PROGRESS_FILE)
+    layout = RunLayout(run)
+    events = _events(layout.progress)
     live = _processes_of(run)
     # A resumed run appends to the same file: the latest start plans the rounds, and a round
     # reported by both servers counts once (the later report).
-    started = next((e for e in reversed(events) if e.get("event") == "started"), None)
-    rounds = list({e.get("round"): e for e in events if e.get("event") == "round"}.values())
-    evaluations = [e for e in events if e.get("event") == "evaluation"]
-    last = events[-1]["event"] if events else None
-    if last == "done":
+    started = next((e for e in reversed(events) if isinstance(e, Started)), None)
+    rounds = list({e.log.round: e for e in events if isinstance(e, RoundDone)}.values())
+    evaluations = [e for e in events if isinstance(e, Evaluated)]
+    last = events[-1] if events else None
+    if isinstance(last, Done):
         state = "finished"
-    elif last == "failed":
+    elif isinstance(last, Failed):
         state = "failed"
     elif not events:
         state = "running" if live else "not started"
     else:
         state = "running" if live else "stopped"
-    ledger = run / SERVER_LEDGER_FILE
     records = None
-    if ledger.exists():
+    if layout.server_ledger.exists():
         from fedgaze.ledger.records import read_sqlite_lines
 
-        records = len(read_sqlite_lines(ledger)[0])
-    failed = next((e for e in reversed(events) if e.get("event") == "failed"), None)
-    if failed is not None and last != "failed":
-        failed = None  # an earlier server failed; a later one took over
+        records = len(read_sqlite_lines(layout.server_ledger)[0])
+    # An earlier server's failure does not count when a later one took over.
+    failed = last.error if isinstance(last, Failed) else None
     return RunStatus(
         run_dir=run,
         state=state,
-        rounds_planned=started.get("rounds") if started else None,
+        rounds_planned=started.rounds if started else None,
         rounds_completed=len(rounds),
         last_evaluation=evaluations[-1] if evaluations else None,
-        failures=[f for r in rounds for f in r.get("failures", [])]
-        + ([str(failed.get("error", failed))] if failed else []),
-        refused=[x for r in rounds for x in r.get("refused", [])],
-        devices=rounds[-1].get("devices", []) if rounds else [],
+        failures=[f for r in rounds for f in r.log.failures] + ([failed] if failed else []),
+        refused=[x for r in rounds for x in r.log.refused],
+        devices=list(rounds[-1].devices) if rounds else [],
         live_processes=live,
         ledger_records=records,
     )

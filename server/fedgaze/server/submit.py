@@ -16,13 +16,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from fedgaze.federation.events import Done, Failed, ProgressEvent, parse_event
 from fedgaze.federation.flower import flower_executable
+from fedgaze.federation.results import ServerResult
+from fedgaze.federation.rundir import RunLayout
 from fedgaze.federation.settings import ServerSettings
 from fedgaze.processes import Supervisor, log_tail
-from fedgaze.server.app import PROGRESS_FILE, RESULT_FILE
 from fedgaze.server.superlink import CONNECTION, FederationFailed
 
-EventHandler = Callable[[dict[str, Any]], None]
+EventHandler = Callable[[ProgressEvent], None]
 
 
 class ServerAppNotStarted(FederationFailed):
@@ -78,7 +80,7 @@ class _ProgressTail:
         except FileNotFoundError:
             self.offset = 0
 
-    def poll(self) -> list[dict[str, Any]]:
+    def poll(self) -> list[ProgressEvent]:
         try:
             with open(self.path, "rb") as fh:
                 fh.seek(self.offset)
@@ -87,7 +89,7 @@ class _ProgressTail:
             return []
         complete = chunk[: chunk.rfind(b"\n") + 1]
         self.offset += len(complete)
-        return [json.loads(line) for line in complete.splitlines() if line.strip()]
+        return [parse_event(json.loads(line)) for line in complete.splitlines() if line.strip()]
 
 
 def run_app(
@@ -99,16 +101,17 @@ def run_app(
     deadline: float,
     drain: float,
     on_started: Callable[[Supervisor], None] | None = None,
-) -> dict[str, Any]:
+) -> ServerResult:
     """Submit the fedgaze app with ``settings`` to the running SuperLink (``flwr run``),
     follow its progress until it is done (or ``deadline``, a ``time.monotonic()`` value), and
     return the ServerApp's result record."""
-    write_flower_app(run_dir / "flower_app", settings)
+    layout = RunLayout(run_dir)
+    write_flower_app(layout.flower_app, settings)
     for attempt in (1, 2):
-        tail = _ProgressTail(run_dir / PROGRESS_FILE)
+        tail = _ProgressTail(layout.progress)
         sup.start(
             "flwr-run",
-            [flower_executable("flwr"), "run", str(run_dir / "flower_app"), CONNECTION, "--stream"],
+            [flower_executable("flwr"), "run", str(layout.flower_app), CONNECTION, "--stream"],
             env,
         )
         if on_started is not None and attempt == 1:
@@ -123,9 +126,9 @@ def run_app(
                 raise
             sup.stop("flwr-run")
     _drain(sup, drain)
-    result_path = run_dir / RESULT_FILE
+    result_path = layout.result
     try:
-        return dict(json.loads(result_path.read_text(encoding="utf-8")))
+        return ServerResult.from_json(json.loads(result_path.read_text(encoding="utf-8")))
     except FileNotFoundError:
         raise FederationFailed(
             f"the ServerApp wrote no {result_path}; see {run_dir / 'logs'}"
@@ -181,9 +184,9 @@ def _follow(
             seen = True
             if on_event is not None:
                 on_event(event)
-            if event["event"] == "failed":
-                raise FederationFailed(f"the ServerApp failed: {event.get('error')}")
-            if event["event"] == "done":
+            if isinstance(event, Failed):
+                raise FederationFailed(f"the ServerApp failed: {event.error}")
+            if isinstance(event, Done):
                 return True
         return False
 

@@ -21,6 +21,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from fedgaze.federation.flower import LOOPBACK, flower_executable
+from fedgaze.federation.rundir import RunLayout
 from fedgaze.processes import ProcessFailed, Supervisor, free_ports, log_tail, port_in_use
 
 CONNECTION = "fedgaze"
@@ -119,7 +120,7 @@ def start_superlink(
     addresses: SuperLinkAddresses | None = None,
     node_auth: bool = True,
 ) -> tuple[subprocess.Popen[bytes], SuperLinkAddresses, list[str]]:
-    """Start a SuperLink (database ``run_dir/superlink.db``) on ``addresses`` (default: free
+    """Start a SuperLink (database ``superlink.db`` in ``run_dir``) on ``addresses`` (default: free
     loopback ports), wait until it is healthy, and write the ``flwr`` CLI config
     (``FLWR_HOME`` from ``env``) that reaches its Control API.
 
@@ -140,7 +141,7 @@ def start_superlink(
     ):
         if port_in_use(*local_endpoint(address)):
             raise FederationFailed(f"the SuperLink's {what} address {address} is already in use")
-    argv = superlink_command(addresses, run_dir / "superlink.db", creds, node_auth)
+    argv = superlink_command(addresses, RunLayout(run_dir).superlink_db, creds, node_auth)
     proc = sup.start("superlink", argv, env)
     # The health service is plain gRPC even when the APIs use TLS (Flower's design).
     _wait_superlink(sup, addresses.health, local_endpoint(addresses.fleet), ready_within)

@@ -13,7 +13,7 @@ import math
 
 import numpy as np
 
-from fedgaze.federation.arrays import ModelState
+from fedgaze.model.weights import ModelState
 
 __all__ = ["EXPECTED_DTYPE", "update_norm", "validate_update"]
 

@@ -1,8 +1,8 @@
 """``fedgaze client enroll|start|status|pause|resume|forget|service``: parsers and handlers.
 
-:func:`add_client_parsers` adds the subcommands to ``fedgaze client``; :data:`CLIENT_COMMANDS`
-maps each to its handler (``fedgaze.cli`` dispatches). Heavy modules are imported inside the
-handlers so ``fedgaze --help`` stays fast.
+:func:`add_client_parsers` adds the subcommands to ``fedgaze client`` and sets each one's
+handler with ``set_defaults(handler=...)`` (``fedgaze.cli`` calls it). Heavy modules are
+imported inside the handlers so ``fedgaze --help`` stays fast.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -76,31 +76,38 @@ def add_client_parsers(client_sub: Any) -> None:
         action="store_true",
         help="re-enroll: new SuperNode key and config; keeps the data, store key and ledger",
     )
+    enroll.set_defaults(handler=_cmd_enroll)
     start = client_sub.add_parser(
         "start", help="run the agent (capture service + SuperNode) until SIGTERM/Ctrl-C"
     )
     _config_arg(start)
+    start.set_defaults(handler=_cmd_start)
     status = client_sub.add_parser(
         "status", help="data held, rounds, budget, last model, paused, running"
     )
     _config_arg(status)
     status.add_argument("--json", action="store_true", help="machine-readable output")
-    for name, text in (
-        ("pause", "stop capturing and training until 'resume' (survives restarts)"),
-        ("resume", "capture and train again"),
+    status.set_defaults(handler=_cmd_status)
+    for name, text, paused in (
+        ("pause", "stop capturing and training until 'resume' (survives restarts)", True),
+        ("resume", "capture and train again", False),
     ):
-        _config_arg(client_sub.add_parser(name, help=text))
+        pause = client_sub.add_parser(name, help=text)
+        _config_arg(pause)
+        pause.set_defaults(handler=partial(_cmd_pause, paused=paused))
     forget = client_sub.add_parser(
         "forget", help="erase every local trace, key and label of this device, then its config"
     )
     _config_arg(forget)
     forget.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    forget.set_defaults(handler=_cmd_forget)
     service = client_sub.add_parser("service", help="print or install the systemd user unit")
     service.add_argument(
         "--install",
         action="store_true",
         help="write it to $XDG_CONFIG_HOME/systemd/user/ (~/.config/systemd/user/)",
     )
+    service.set_defaults(handler=_cmd_service)
 
 
 def _print(console: Console, text: str) -> None:
@@ -299,15 +306,3 @@ def _cmd_service(args: argparse.Namespace, console: Console) -> int:
         "systemctl --user enable --now fedgaze-client",
     )
     return 0
-
-
-CLIENT_COMMANDS: dict[str, Callable[[argparse.Namespace, Console], int]] = {
-    "enroll": _cmd_enroll,
-    "start": _cmd_start,
-    "status": _cmd_status,
-    "pause": lambda a, c: _cmd_pause(a, c, True),
-    "resume": lambda a, c: _cmd_pause(a, c, False),
-    "forget": _cmd_forget,
-    "service": _cmd_service,
-}
-"""Handlers of the agent's ``fedgaze client`` subcommands (``budget`` lives in ``fedgaze.cli``)."""

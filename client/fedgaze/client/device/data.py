@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from fedgaze.client.device.store import load_device
-from fedgaze.data.ifllm import load_ifllm
 from fedgaze.data.schema import Device
 from fedgaze.federation.settings import NodeSettings
 
@@ -18,6 +17,9 @@ def load_node_device(node: NodeSettings) -> Device:
         return load_device(node.data, key_path=node.store_key)
     if node.worker is None:
         raise ValueError(f"device {node.device_id}: data-format 'ifllm' needs a worker")
+    # polars, only for a device that reads an IFLLM folder (a store-backed one never does).
+    from fedgaze.data.ifllm import load_ifllm
+
     dataset = load_ifllm(node.data, workers=[node.worker])
     if not dataset.devices:
         return Device(device_id=node.device_id, queries=())

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from fedgaze.client.device.pause import pause_path
 from fedgaze.client.device.store_crypto import KEY_FILE
+from fedgaze.ledger.contract import device_key_path, device_ledger_path
 
 STORE_DIR = "store"
 AUTH_KEY_FILE = "supernode_auth.key"
@@ -23,6 +24,8 @@ STATE_FILE = "agent_state.json"
 LOCK_FILE = "agent.lock"
 FLWR_HOME_DIR = "flwr_home"
 CAPTURE_READY_FILE = "capture_ready.json"
+PRIVACY_STATE_FILE = "privacy_state.json"
+PERSONAL_HEAD_FILE = "personal_head.json"
 
 
 @dataclass(frozen=True)
@@ -59,16 +62,23 @@ class DeviceLayout:
     @property
     def ledger_key(self) -> Path:
         """The Ed25519 key that signs the device's privacy ledger."""
-        from fedgaze.ledger.device import key_path  # imports the accountants
-
-        return key_path(self.root)
+        return device_key_path(self.root)
 
     @property
     def ledger(self) -> Path:
         """The signed, hash-chained privacy ledger."""
-        from fedgaze.ledger.device import ledger_path
+        return device_ledger_path(self.root)
 
-        return ledger_path(self.root)
+    @property
+    def privacy_state(self) -> Path:
+        """The device's accountant history (:mod:`fedgaze.privacy.state`), with the secret
+        noise seeds that let a retried round be replayed exactly."""
+        return self.root / PRIVACY_STATE_FILE
+
+    @property
+    def personal_head(self) -> Path:
+        """The device's personal head (:mod:`fedgaze.model.personal`); never sent anywhere."""
+        return self.root / PERSONAL_HEAD_FILE
 
     @property
     def last_model(self) -> Path:

@@ -1,0 +1,205 @@
+"""The federation's rounds: push the model, admit updates, aggregate, commit, evaluate.
+
+Every round the current global model is pushed to every connected device; each first scores it
+on its held-out (later) comparisons, then trains locally with DP-SGD from it and replies with
+its new weights, its cumulative epsilon and that score. The server admits updates
+(:mod:`fedgaze.server.admission`), combines them with FedAvg weighted by examples (or the
+trimmed mean / median, or DP-FedAvg: :mod:`fedgaze.server.aggregate`), and commits a checkpoint,
+then the round's ledger record, then a progress event. After the last round one evaluate
+message scores the final model.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from flwr.app import MessageType
+from flwr.serverapp import Grid
+
+from fedgaze.atomic import write_json_atomic
+from fedgaze.federation.events import (
+    DeviceEpsilon,
+    Done,
+    Evaluated,
+    RoundDone,
+    Started,
+    Waiting,
+)
+from fedgaze.federation.protocol import DeviceReport, Metric
+from fedgaze.federation.results import Evaluation, RefusedUpdate, RoundLog, ServerResult
+from fedgaze.federation.rundir import RunLayout
+from fedgaze.federation.settings import ServerSettings
+from fedgaze.model.weights import ModelState
+from fedgaze.server.admission import accept_updates
+from fedgaze.server.aggregate import aggregate, dp_fedavg, weighted_mean
+from fedgaze.server.checkpoints import (
+    RunProgress,
+    save_global_model,
+    start_or_resume,
+    write_checkpoint,
+)
+from fedgaze.server.exchange import exchange, round_messages, wait_for_nodes
+from fedgaze.server.ledger import RoundBook, ServerLedger
+from fedgaze.server.progress import emit
+
+
+def evaluation(
+    reports: Iterable[DeviceReport], model_round: int, failures: list[str] | None = None
+) -> Evaluation:
+    """Example-weighted held-out accuracy and loss of the model after ``model_round``."""
+    scored = [r for r in reports if r.eval_examples > 0]
+
+    def mean(key: Metric) -> float | None:
+        return weighted_mean(
+            [(r.metrics[key], r.eval_examples) for r in scored if key in r.metrics]
+        )
+
+    return Evaluation(
+        round=model_round,
+        accuracy=mean(Metric.EVAL_ACCURACY),
+        accuracy_personal=mean(Metric.EVAL_ACCURACY_PERSONAL),
+        loss=mean(Metric.EVAL_LOSS),
+        eval_examples=sum(r.eval_examples for r in scored),
+        eval_devices=len(scored),
+        failures=None if failures is None else tuple(failures),
+    )
+
+
+def _client_dp_aggregate(
+    state: ModelState,
+    updates: list[tuple[ModelState, int]],
+    settings: ServerSettings,
+    expected: int,
+    rnd: int,
+) -> tuple[ModelState, dict[str, Any]]:
+    """DP-FedAvg with a secret noise seed; returns the new state and the round's DP record."""
+    assert settings.client_dp_noise_multiplier is not None
+    assert settings.client_dp_clip_norm is not None
+    new, norms = dp_fedavg(
+        state,
+        [u for u, _ in updates],
+        clip_norm=settings.client_dp_clip_norm,
+        noise_multiplier=settings.client_dp_noise_multiplier,
+        expected_devices=expected,
+        rng=np.random.default_rng(secrets.randbits(128)),
+    )
+    record = {
+        **(settings.client_dp_spent(rnd) or {}),
+        "expected_devices": expected,
+        "clipped": sum(n > settings.client_dp_clip_norm for n in norms),
+        "updates": len(norms),
+    }
+    return new, record
+
+
+def run_federation(grid: Grid, settings: ServerSettings) -> ServerResult:
+    """Run every round of the federation and return the server's result record.
+
+    Round ``r``'s train message carries the model after round ``r - 1``; each device first
+    scores it on its held-out comparisons, then trains from it. So every model is evaluated on
+    the devices without a separate message per round (each message starts a ClientApp
+    process); one final evaluate message scores the last model.
+
+    With ``settings.resume`` the run recorded in ``run_dir`` continues after its last
+    committed round (the last ``server-round`` record of the server ledger) from that round's
+    checkpoint; a round that was under way when the server stopped is run again, and devices
+    answer it by replaying what they already paid for (see ``fedgaze.privacy.dp_train``).
+    """
+    run_dir = Path(settings.run_dir)
+    progress = start_or_resume(run_dir, settings)
+    emit(run_dir, Waiting(settings.min_nodes))
+    nodes = wait_for_nodes(grid, settings.min_nodes, settings.node_wait_timeout)
+    resumed_after = progress.completed if settings.resume else None
+    emit(run_dir, Started(len(nodes), settings.rounds, resumed_after))
+    ledger = ServerLedger(run_dir)
+    try:
+        if settings.resume:
+            ledger.restore_pins(progress.pins)
+            ledger.run_resume(settings, progress.completed)
+        else:
+            ledger.run_start(settings)
+            write_checkpoint(run_dir, progress, settings)
+        for rnd in range(progress.completed + 1, settings.rounds + 1):
+            run_round(grid, settings, rnd, len(nodes), ledger, progress)
+    finally:
+        ledger.close()
+    return finish(grid, settings, len(nodes), progress)
+
+
+def run_round(
+    grid: Grid,
+    settings: ServerSettings,
+    rnd: int,
+    expected: int,
+    ledger: ServerLedger,
+    progress: RunProgress,
+) -> None:
+    """Round ``rnd``: train on every device, admit, aggregate, then commit it (``progress``)."""
+    run_dir = Path(settings.run_dir)
+    t0 = time.monotonic()
+    plan = settings.plan(rnd)
+    state = progress.state
+    messages = round_messages(sorted(grid.get_node_ids()), state, plan, MessageType.TRAIN, rnd)
+    outcome = exchange(grid, messages, settings.round_timeout)
+    progress.evaluations.append(evaluation((r for r, _ in outcome.reports), rnd - 1))
+    emit(run_dir, Evaluated(progress.evaluations[-1]))
+    book = RoundBook()
+    updates = accept_updates(outcome.reports, state, plan, book, ledger, settings, progress.devices)
+    central = None
+    if updates and settings.client_dp:
+        state, central = _client_dp_aggregate(state, updates, settings, expected, rnd)
+    elif updates:
+        state = aggregate(updates, settings.aggregation, settings.trim_fraction)
+    progress.state = state
+    progress.completed = rnd
+    progress.pins = ledger.pins
+    progress.rounds.append(
+        RoundLog(
+            round=rnd,
+            train_devices=len(updates),
+            train_examples=sum(n for _, n in updates),
+            replies=len(outcome.reports),
+            failures=tuple(outcome.failures),
+            refused=tuple(RefusedUpdate(r.device_id, r.device, r.reason) for r in book.refused),
+            seconds=round(time.monotonic() - t0, 3),
+        )
+    )
+    # The checkpoint first, then the ledger record that commits the round: a crash
+    # between the two leaves the round uncommitted, and a resumed run repeats it.
+    write_checkpoint(run_dir, progress, settings)
+    ledger.round_end(rnd, book, outcome.failures, central, aggregation=settings.aggregation)
+    devices = tuple(
+        DeviceEpsilon(d.device_id, d.epsilon, d.status) for d in progress.devices.values()
+    )
+    emit(run_dir, RoundDone(progress.rounds[-1], devices))
+
+
+def finish(grid: Grid, settings: ServerSettings, nodes: int, progress: RunProgress) -> ServerResult:
+    """Score the final model on every device, then write it and the run's result."""
+    layout = RunLayout(Path(settings.run_dir))
+    plan = settings.plan(settings.rounds)
+    messages = round_messages(
+        sorted(grid.get_node_ids()), progress.state, plan, MessageType.EVALUATE, settings.rounds
+    )
+    final = exchange(grid, messages, settings.round_timeout)
+    last = evaluation((r for r, _ in final.reports), settings.rounds, final.failures)
+    emit(layout.root, Evaluated(last))
+    save_global_model(layout.model, progress.state, settings, settings.rounds)
+    result = ServerResult(
+        run_key=settings.run_key,
+        rounds=settings.rounds,
+        rounds_completed=len(progress.rounds),
+        nodes=nodes,
+        ledger=str(layout.server_ledger),
+        rounds_log=tuple(progress.rounds),
+        evaluations=(*progress.evaluations, last),
+        devices=tuple(sorted(progress.devices.values(), key=lambda d: d.device_id)),
+    )
+    write_json_atomic(layout.result, result.to_json())
+    emit(layout.root, Done(len(progress.rounds)))
+    return result
