@@ -19,6 +19,7 @@ from fedgaze.privacy.dp_train import train_local_nonprivate
 from fedgaze.server.aggregate import dp_fedavg
 
 
+@pytest.mark.slow
 def test_cached_rdp_epsilon_is_identical_to_opacus_accountant() -> None:
     rnd = random.Random(3)
     for _ in range(20):

@@ -42,6 +42,7 @@ SCREENSHOT = Path(__file__).resolve().parents[1] / "docs" / "capture-page.png"
 LIBRARY = STATIC_DIR / "fedgaze-capture.js"
 
 pytestmark = [
+    pytest.mark.slow,
     pytest.mark.skipif(
         importlib.util.find_spec("playwright") is None,
         reason="the playwright Python package is not installed (pip install playwright)",

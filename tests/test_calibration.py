@@ -19,6 +19,7 @@ def test_calibrated_noise_fits_every_device_tightly(budget: float, rounds: int) 
     assert epsilon_for([(sigma * 0.97, 1.0, rounds)], 1e-5) > budget
 
 
+@pytest.mark.slow
 def test_more_rounds_need_more_noise() -> None:
     few = calibrate_noise_multiplier(8.0, rounds=2, local_epochs=1, delta=1e-5)
     many = calibrate_noise_multiplier(8.0, rounds=6, local_epochs=1, delta=1e-5)

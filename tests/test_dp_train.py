@@ -76,7 +76,7 @@ def run_rounds(cfg: DPConfig, rounds: int, n: int = 40, state: PrivacyState | No
 # --- accounting -----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("accountant", ["rdp", "prv"])
+@pytest.mark.parametrize("accountant", ["rdp", pytest.param("prv", marks=pytest.mark.slow)])
 def test_epsilon_after_k_rounds_matches_dp_accounting(accountant):
     cfg = DPConfig(noise_multiplier=1.1, batch_size=8, local_epochs=1, accountant=accountant)
     results = run_rounds(cfg, rounds=3)

@@ -1,4 +1,4 @@
-"""The package is ruff-clean and mypy-clean (run as tests so CI enforces them)."""
+"""The code is ruff-clean, ruff-formatted and mypy-clean (run as tests so CI enforces them)."""
 
 from __future__ import annotations
 
@@ -20,9 +20,10 @@ def _tool(name: str) -> str:
     return str(path)
 
 
-def test_ruff_clean() -> None:
+@pytest.mark.parametrize("command", [["check"], ["format", "--check"]], ids=["check", "format"])
+def test_ruff_clean(command: list[str]) -> None:
     proc = subprocess.run(
-        [_tool("ruff"), "check", *SOURCE_ROOTS, "tests", "scripts", "bench"],
+        [_tool("ruff"), *command, *SOURCE_ROOTS, "tests", "scripts", "bench"],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -31,6 +32,7 @@ def test_ruff_clean() -> None:
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
+@pytest.mark.slow
 def test_mypy_clean(tmp_path: Path) -> None:
     # fedgaze is one namespace over the source roots (pyproject's mypy_path): ``-p fedgaze``
     # would check one root only, so every root's part of it is named.

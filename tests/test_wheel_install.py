@@ -61,6 +61,7 @@ def _run(
     return proc
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(420)
 def test_the_wheel_installs_and_enrolls_a_device(
     tmp_path: Path, tmp_path_factory: pytest.TempPathFactory

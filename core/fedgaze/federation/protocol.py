@@ -86,6 +86,11 @@ class ReplyStatus(StrEnum):
     """The person paused the device: nothing was read, trained or charged."""
 
 
+def _present(*pairs: tuple[Metric, float | None]) -> dict[str, float]:
+    """Metric record entries of ``pairs``, leaving out absent values."""
+    return {metric.value: value for metric, value in pairs if value is not None}
+
+
 @dataclass(frozen=True)
 class HeldOut:
     """A device's held-out evaluation of the model it received (later comparisons, no noise).
@@ -101,13 +106,12 @@ class HeldOut:
 
     def metrics(self) -> dict[str, float]:
         """As reply metrics (absent values left out)."""
-        values = {
-            Metric.EVAL_EXAMPLES: self.examples,
-            Metric.EVAL_LOSS: self.loss,
-            Metric.EVAL_ACCURACY: self.accuracy,
-            Metric.EVAL_ACCURACY_PERSONAL: self.accuracy_personal,
-        }
-        return {k.value: v for k, v in values.items() if v is not None}
+        return _present(
+            (Metric.EVAL_EXAMPLES, self.examples),
+            (Metric.EVAL_LOSS, self.loss),
+            (Metric.EVAL_ACCURACY, self.accuracy),
+            (Metric.EVAL_ACCURACY_PERSONAL, self.accuracy_personal),
+        )
 
 
 @dataclass(frozen=True)
@@ -120,11 +124,11 @@ class Charge:
 
     def metrics(self) -> dict[str, float]:
         """As reply metrics."""
-        return {
-            Metric.STEPS.value: self.steps,
-            Metric.SAMPLE_RATE.value: self.sample_rate,
-            Metric.NOISE_MULTIPLIER.value: self.noise_multiplier,
-        }
+        return _present(
+            (Metric.STEPS, self.steps),
+            (Metric.SAMPLE_RATE, self.sample_rate),
+            (Metric.NOISE_MULTIPLIER, self.noise_multiplier),
+        )
 
 
 @dataclass(frozen=True)
@@ -144,13 +148,12 @@ class ReplyMetrics:
 
     def metrics(self) -> dict[str, float]:
         """The flat ``metrics`` record (absent values left out)."""
-        values = {
-            Metric.SERVER_ROUND: self.server_round,
-            Metric.NUM_EXAMPLES: self.examples,
-            Metric.EPSILON: self.epsilon,
-            Metric.DELTA: self.delta,
-        }
-        out = {k.value: v for k, v in values.items() if v is not None}
+        out = _present(
+            (Metric.SERVER_ROUND, self.server_round),
+            (Metric.NUM_EXAMPLES, self.examples),
+            (Metric.EPSILON, self.epsilon),
+            (Metric.DELTA, self.delta),
+        )
         if self.charge is not None:
             out.update(self.charge.metrics())
         if self.held_out is not None:
