@@ -62,6 +62,7 @@ def test_the_serverapp_process_loads_no_training_stack() -> None:
     assert not loaded & {"torch", "opacus", "polars", "scipy", "matplotlib"}, loaded
 
 
+@pytest.mark.slow
 def test_the_clientapp_loads_opacus_only_to_train_and_polars_only_for_ifllm() -> None:
     loaded = _loaded_after_import("fedgaze.client.app")
     assert not loaded & {"opacus", "polars", "matplotlib"}, loaded

@@ -170,6 +170,7 @@ def test_the_summary_lists_at_most_the_cap_but_counts_all(stub: Any) -> None:
     assert len(summary.rejected) == MAX_REJECTIONS and summary.rejected[-1].index == n - 6
 
 
+@pytest.mark.slow
 def test_a_device_replayed_over_grpc_is_stored_exactly(stub: Any, sink: CaptureSink) -> None:
     (original,) = generate_cohort(1, seed=2, comparisons_per_device=4)
     summary = replay_over_grpc(stub, original)

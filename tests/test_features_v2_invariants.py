@@ -56,6 +56,7 @@ def traces(draw: st.DrawFn) -> Samples:
 texts = st.text(alphabet="ab *#-`\n.1", max_size=40)
 
 
+@pytest.mark.slow
 @settings(max_examples=200, deadline=None)
 @given(
     gaze=traces(),

@@ -97,7 +97,7 @@ class RunSummary:
         if spent is None:
             return None
         return {
-            **spent,
+            **spent.to_json(),
             "unit": "one person (all of a device's data)",
             "accountant": "dp_accounting RDP",
         }

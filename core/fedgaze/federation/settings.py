@@ -8,6 +8,7 @@ or value fails with the key named instead of surfacing as a confused error round
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import asdict, dataclass
 from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -108,6 +109,22 @@ class RoundPlan(TrainingPlan):
         return _flat(self)
 
 
+@dataclass(frozen=True)
+class ClientDPSpend:
+    """Client-level DP of the aggregate after some rounds: Gaussian noise of
+    ``noise_multiplier * clip_norm`` on the sum of updates clipped to ``clip_norm``, devices
+    taking part with probability ``sample_rate``; ``epsilon`` per person at ``delta``."""
+
+    noise_multiplier: float
+    clip_norm: float
+    sample_rate: float
+    delta: float
+    epsilon: float
+
+    def to_json(self) -> dict[str, float]:
+        return asdict(self)
+
+
 class ServerSettings(TrainingPlan):
     """Everything the ServerApp needs, passed as the Flower app's run config."""
 
@@ -156,25 +173,25 @@ class ServerSettings(TrainingPlan):
         """True when the server adds client-level DP noise to the aggregate."""
         return self.client_dp_noise_multiplier is not None
 
-    def client_dp_spent(self, rounds: int) -> dict[str, Any] | None:
+    def client_dp_spent(self, rounds: int) -> ClientDPSpend | None:
         """Client-level DP parameters and the epsilon per person after ``rounds`` noised
         aggregations (every device in every round: sample rate 1); None when it is off."""
         if self.client_dp_noise_multiplier is None or self.client_dp_clip_norm is None:
             return None
         from fedgaze.privacy.central import central_epsilon
 
-        return {
-            "noise_multiplier": self.client_dp_noise_multiplier,
-            "clip_norm": self.client_dp_clip_norm,
-            "sample_rate": 1.0,
-            "delta": self.client_dp_delta,
-            "epsilon": central_epsilon(
+        return ClientDPSpend(
+            noise_multiplier=self.client_dp_noise_multiplier,
+            clip_norm=self.client_dp_clip_norm,
+            sample_rate=1.0,
+            delta=self.client_dp_delta,
+            epsilon=central_epsilon(
                 self.client_dp_noise_multiplier,
                 sample_rate=1.0,
                 rounds=rounds,
                 delta=self.client_dp_delta,
             ),
-        }
+        )
 
     @classmethod
     def from_run_config(cls, flat: Mapping[str, Any]) -> ServerSettings:

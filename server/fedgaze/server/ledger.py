@@ -25,7 +25,7 @@ from typing import Any
 
 from fedgaze.federation.protocol import DP_EVENT_METRICS, DeviceReport
 from fedgaze.federation.rundir import RunLayout
-from fedgaze.federation.settings import RoundPlan, ServerSettings
+from fedgaze.federation.settings import ClientDPSpend, RoundPlan, ServerSettings
 from fedgaze.ledger.contract import RecordKind, software_versions
 from fedgaze.ledger.keys import load_or_create_signing_key, pseudonym
 from fedgaze.ledger.records import LedgerError, LedgerRecord, SqliteLedger, verify_sqlite
@@ -118,6 +118,26 @@ def check_start(run_dir: str | Path, recorded: LedgerProgress, settings: ServerS
         raise ResumeError(
             f"rounds {settings.rounds} is below the {recorded.last_round} already committed"
         )
+
+
+@dataclass(frozen=True)
+class CentralRound:
+    """A round's client-level DP, as the ``central_dp`` of its ``server-round`` record: the
+    parameters and epsilon so far, the expected device count (the fixed denominator), and how
+    many of the ``updates`` had to be clipped."""
+
+    spend: ClientDPSpend
+    expected_devices: int
+    clipped: int
+    updates: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            **self.spend.to_json(),
+            "expected_devices": self.expected_devices,
+            "clipped": self.clipped,
+            "updates": self.updates,
+        }
 
 
 class RecordRefused(ValueError):
@@ -295,7 +315,7 @@ class ServerLedger:
         rnd: int,
         book: RoundBook,
         failures: list[str],
-        central_dp: dict[str, Any] | None = None,
+        central_dp: CentralRound | None = None,
         aggregation: str = "fedavg",
     ) -> None:
         self._ledger.append(
@@ -307,7 +327,7 @@ class ServerLedger:
                 "refused": [r.ledger_entry() for r in book.refused],
                 "failures": list(failures),
                 "aggregation": aggregation if central_dp is None else "dp-fedavg",
-                "central_dp": central_dp,
+                "central_dp": None if central_dp is None else central_dp.to_json(),
                 "time": _now(),
             },
         )

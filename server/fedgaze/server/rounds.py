@@ -15,7 +15,6 @@ import secrets
 import time
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from flwr.app import MessageType
@@ -44,7 +43,7 @@ from fedgaze.server.checkpoints import (
     write_checkpoint,
 )
 from fedgaze.server.exchange import exchange, round_messages, wait_for_nodes
-from fedgaze.server.ledger import RoundBook, ServerLedger
+from fedgaze.server.ledger import CentralRound, RoundBook, ServerLedger
 from fedgaze.server.progress import emit
 
 
@@ -76,25 +75,20 @@ def _client_dp_aggregate(
     settings: ServerSettings,
     expected: int,
     rnd: int,
-) -> tuple[ModelState, dict[str, Any]]:
+) -> tuple[ModelState, CentralRound]:
     """DP-FedAvg with a secret noise seed; returns the new state and the round's DP record."""
-    assert settings.client_dp_noise_multiplier is not None
-    assert settings.client_dp_clip_norm is not None
+    spent = settings.client_dp_spent(rnd)
+    assert spent is not None
     new, norms = dp_fedavg(
         state,
         [u for u, _ in updates],
-        clip_norm=settings.client_dp_clip_norm,
-        noise_multiplier=settings.client_dp_noise_multiplier,
+        clip_norm=spent.clip_norm,
+        noise_multiplier=spent.noise_multiplier,
         expected_devices=expected,
         rng=np.random.default_rng(secrets.randbits(128)),
     )
-    record = {
-        **(settings.client_dp_spent(rnd) or {}),
-        "expected_devices": expected,
-        "clipped": sum(n > settings.client_dp_clip_norm for n in norms),
-        "updates": len(norms),
-    }
-    return new, record
+    clipped = sum(n > spent.clip_norm for n in norms)
+    return new, CentralRound(spent, expected, clipped, len(norms))
 
 
 def run_federation(grid: Grid, settings: ServerSettings) -> ServerResult:
