@@ -42,6 +42,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _results import write_section
+from fedgaze import defaults
 from fedgaze.data.ifllm import load_ifllm
 from fedgaze.data.split import chronological_split
 from fedgaze.features import v2 as features
@@ -50,7 +51,6 @@ from fedgaze.local.simulation import (
     SimulationPlan,
     simulate_federation,
 )
-from fedgaze.local.train_score import CENTRAL_EPOCHS, CENTRAL_HIDDEN, CENTRAL_LR
 from fedgaze.model.evaluation import roc_auc
 from fedgaze.model.personal import fit_personal_head
 from fedgaze.model.reward import model_from_state, predict_logits
@@ -60,7 +60,12 @@ from fedgaze.privacy.dp_train import train_central
 ROOT = Path(__file__).resolve().parents[1]
 MARKER = "reward_benchmark"
 HOLDOUT = 0.3
-CENTRAL = {"epochs": CENTRAL_EPOCHS, "lr": CENTRAL_LR, "hidden": CENTRAL_HIDDEN, "batch_size": 32}
+CENTRAL = {
+    "epochs": defaults.CENTRAL_EPOCHS,
+    "lr": defaults.CENTRAL_LR,
+    "hidden": defaults.HIDDEN,
+    "batch_size": 32,
+}
 FED = {"rounds": 20, "local_epochs": 1, "lr": 0.05, "batch_size": 8, "hidden": 16}
 CLIENT_DP = {"epsilon": 8.0, "clip_norm": 0.5, "delta": 1e-5}
 EPSILONS = (1.0, 3.0, 8.0)

@@ -19,18 +19,11 @@ from fedgaze.atomic import write_bytes_atomic
 from fedgaze.data.ifllm import load_ifllm
 from fedgaze.data.schema import Device
 from fedgaze.features.matrix import FeatureMatrix, concat_matrices
-from fedgaze.features.v2 import featurize_device
-from fedgaze.model.factory import FEATURE_SET, build_model, n_features
+from fedgaze.features.v2 import FEATURE_SET, N_SIDE_FEATURES, featurize_device
+from fedgaze.model.factory import build_model
 from fedgaze.model.reward import predict_proba
 from fedgaze.model.store import SavedModel, load_model, save_model
 from fedgaze.privacy.dp_train import DPConfig, train_central
-
-CENTRAL_EPOCHS = defaults.CENTRAL_EPOCHS
-CENTRAL_LR = defaults.CENTRAL_LR
-CENTRAL_HIDDEN = defaults.HIDDEN
-"""Central training recipe (Adam, batch 32) shared by ``fedgaze train`` and the benchmark. It
-was picked among five candidates (epochs 3-30, hidden 4-16) on the IFLLM benchmark itself, so
-central rows carry a mild selection bias (see docs/results.md)."""
 
 
 def train_central_model(
@@ -39,14 +32,14 @@ def train_central_model(
     *,
     epsilon: float | None,
     delta: float = 1e-5,
-    epochs: int = CENTRAL_EPOCHS,
-    lr: float = CENTRAL_LR,
-    hidden: int = CENTRAL_HIDDEN,
+    epochs: int = defaults.CENTRAL_EPOCHS,
+    lr: float = defaults.CENTRAL_LR,
+    hidden: int = defaults.HIDDEN,
     seed: int = 0,
 ) -> SavedModel:
     """Train one model on all labelled comparisons in ``data`` and save it to ``out``."""
     dataset = load_ifllm(data)
-    fm = concat_matrices([featurize_device(device) for device in dataset.devices], n_features())
+    fm = concat_matrices([featurize_device(device) for device in dataset.devices], N_SIDE_FEATURES)
     if len(fm.y) == 0:
         raise ValueError(f"{data}: no labelled pairwise comparisons to train on")
     dp = None if epsilon is None else DPConfig(epsilon_budget=epsilon, delta=delta, lr=lr)
@@ -54,7 +47,7 @@ def train_central_model(
     saved = SavedModel(
         state=state,
         feature_set=FEATURE_SET,
-        n_features=n_features(),
+        n_features=N_SIDE_FEATURES,
         hidden=hidden,
         provenance={
             "kind": "central",
@@ -90,7 +83,7 @@ def score(model_dir: Path, data: Path, out: Path) -> int:
     model = build_model(load_model(model_dir))
     dataset = load_ifllm(data)
     scored = [featurize_device(device, scoring=True) for device in dataset.devices]
-    fm = concat_matrices(scored, n_features())
+    fm = concat_matrices(scored, N_SIDE_FEATURES)
     keep = np.isin(fm.query_ids, _preference_ids(dataset.devices))
     fm = FeatureMatrix(X=fm.X[keep], y=fm.y[keep], query_ids=fm.query_ids[keep])
     probs = predict_proba(model, fm.X) if len(fm.y) else np.empty(0)

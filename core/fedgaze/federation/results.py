@@ -10,7 +10,7 @@ know is ignored, a missing optional one takes its default).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from fedgaze.federation.protocol import DP_EVENT_METRICS
@@ -182,7 +182,7 @@ class ServerResult:
     ledger: str
     rounds_log: tuple[RoundLog, ...] = ()
     evaluations: tuple[Evaluation, ...] = ()
-    devices: tuple[DeviceView, ...] = field(default=())
+    devices: tuple[DeviceView, ...] = ()
 
     def to_json(self) -> JsonDict:
         return {

@@ -4,29 +4,24 @@ from __future__ import annotations
 
 import torch
 
-from fedgaze.features.v2 import FEATURE_SET, SIDE_FEATURE_NAMES
+from fedgaze.features.v2 import FEATURE_SET, N_SIDE_FEATURES
 from fedgaze.model.reward import PairwiseRewardModel, load_numpy_state, state_to_numpy
 from fedgaze.model.store import ModelDirError, SavedModel
 from fedgaze.model.weights import ModelState
 
 
-def n_features() -> int:
-    """Number of per-side features in the current feature set."""
-    return len(SIDE_FEATURE_NAMES)
-
-
 def initial_state(hidden: int, seed: int) -> ModelState:
     """A freshly initialised reward model's weights, reproducible from ``seed``."""
     torch.manual_seed(seed)
-    return state_to_numpy(PairwiseRewardModel(n_features(), hidden=hidden))
+    return state_to_numpy(PairwiseRewardModel(N_SIDE_FEATURES, hidden=hidden))
 
 
 def build_model(saved: SavedModel) -> PairwiseRewardModel:
     """Rebuild a torch model from a saved model, refusing one made for other features."""
-    if saved.feature_set != FEATURE_SET or saved.n_features != n_features():
+    if saved.feature_set != FEATURE_SET or saved.n_features != N_SIDE_FEATURES:
         raise ModelDirError(
             f"model was trained on feature set {saved.feature_set!r} with {saved.n_features} "
-            f"features; this fedgaze computes {FEATURE_SET!r} with {n_features()}"
+            f"features; this fedgaze computes {FEATURE_SET!r} with {N_SIDE_FEATURES}"
         )
     model = PairwiseRewardModel(saved.n_features, hidden=saved.hidden)
     load_numpy_state(model, saved.state)
