@@ -1,12 +1,20 @@
 """Replaying a schema :class:`Device` through the capture API, as a capture client would.
 
 Shared by the capture tests: the items a browser would post for a query's traces, the label
-it would send, and a full replay of a device into a sink (JSON path) or a gRPC stub.
+it would send, a full replay of a device into a sink (JSON path) or a gRPC stub, and
+:class:`FakeChat`, the OpenAI-compatible answering service the capture service's answers can
+come from.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import contextlib
+import json
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from fedgaze.client.capture.fold import meta_of
@@ -100,3 +108,59 @@ def replay_over_grpc(stub: Any, device: Device, timeout: float = 60.0) -> Any:
         if label is not None:
             stub.SetLabel(label_message(label), timeout=timeout)
     return summary
+
+
+@dataclass
+class FakeChat:
+    """A chat-completions server on 127.0.0.1: ``mode`` is "n" (honours n), "one" (always one
+    choice), "slow" (answers after 2 s) or "error" (HTTP 500); call k's ``id`` is ``ids(k)``
+    (None: no ``id``). Records the requests."""
+
+    mode: str = "n"
+    seen: list[tuple[str, str | None, dict[str, Any]]] = field(default_factory=list)
+    ids: Callable[[int], Any] = lambda k: f"chatcmpl-{k}"
+
+    def serve(self) -> tuple[ThreadingHTTPServer, str]:
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, format: str, *args: Any) -> None:
+                return
+
+            def do_POST(self) -> None:
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                fake.seen.append((self.path, self.headers.get("Authorization"), body))
+                if fake.mode == "slow":
+                    time.sleep(2)
+                if fake.mode == "error":
+                    self.send_error(500)
+                    return
+                n = body["n"] if fake.mode == "n" else 1
+                prompt = body["messages"][0]["content"]
+                choices = [
+                    {
+                        "index": i,
+                        "message": {
+                            "role": "assistant",
+                            "content": f"answer {i} of {len(fake.seen)}: {prompt}",
+                        },
+                        "finish_reason": "stop",
+                    }
+                    for i in range(n)
+                ]
+                reply: dict[str, Any] = {"object": "chat.completion", "choices": choices}
+                call_id = fake.ids(len(fake.seen))
+                if call_id is not None:
+                    reply["id"] = call_id
+                data = json.dumps(reply).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                    self.wfile.write(data)  # a client that timed out has hung up
+
+        httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        httpd.daemon_threads = True
+        threading.Thread(target=httpd.serve_forever, daemon=True).start()
+        return httpd, f"http://127.0.0.1:{httpd.server_address[1]}"

@@ -11,16 +11,19 @@ import grpc
 import pytest
 
 from capture_replay import T0, replay_over_grpc
-from fedgaze.client.capture.fold import fingerprint
+from fedgaze.client.capture.fold import fingerprint, meta_of
 from fedgaze.client.capture.grpc_service import (
     MAX_REJECTIONS,
+    meta_message,
     sample_item,
     sample_message,
     serve_capture,
 )
+from fedgaze.client.capture.samples import SERVED_ID_MAX_CHARS
 from fedgaze.client.capture.sink import CaptureSink
 from fedgaze.client.device.pause import set_paused
 from fedgaze.client.device.store import load_device
+from fedgaze.data.schema import ServedIds
 from fedgaze.data.synthetic import generate_cohort
 from fedgaze.security.certs import make_ca, make_server_cert
 from fedgaze.v1 import capture_pb2, capture_pb2_grpc
@@ -144,6 +147,57 @@ def test_bad_calls_are_invalid_argument_naming_the_field(stub: Any) -> None:
         stub.SetCalibration, capture_pb2.Calibration(task_id=0, precision=150.0)
     )
     assert code == invalid and text.startswith("precision:")
+
+
+IDS = {"prompt_id": "chatcmpl-7", "response_left_id": "chatcmpl-7/0", "response_right_id": "c/1"}
+
+
+def test_service_ids_reach_the_stored_query(stub: Any, sink: CaptureSink) -> None:
+    stub.BeginQuery(_meta(1, **IDS), timeout=TIMEOUT)
+    stub.BeginQuery(_meta(1, **IDS), timeout=TIMEOUT)  # idempotent, ids included
+    longest = "x" * SERVED_ID_MAX_CHARS
+    pointwise = {"prompt_id": longest, "response_left_id": "p2/a"}
+    stub.BeginQuery(_meta(2, pairwise=False, response_right=None, **pointwise), timeout=TIMEOUT)
+    stub.BeginQuery(_meta(3), timeout=TIMEOUT)  # the service gave no ids
+    assert stub.StreamSamples(iter([_gaze(1), _gaze(2), _gaze(3)]), timeout=TIMEOUT).accepted == 3
+    sink.commit()
+    stored = load_device(sink.store_dir)
+    assert [q.served for q in stored.queries] == [
+        ServedIds("chatcmpl-7", "chatcmpl-7/0", "c/1"),
+        ServedIds(longest, "p2/a", None),
+        None,
+    ]
+    assert meta_message(meta_of(stored.queries[0])) == _meta(1, **IDS)
+
+
+@pytest.mark.parametrize(
+    ("over", "field"),
+    [
+        ({**IDS, "prompt_id": ""}, "prompt_id"),
+        ({**IDS, "response_left_id": ""}, "response_left_id"),
+        ({**IDS, "response_right_id": " "}, "response_right_id"),
+        ({**IDS, "prompt_id": "x" * (SERVED_ID_MAX_CHARS + 1)}, "prompt_id"),
+        ({**IDS, "response_left_id": "tab\there"}, "response_left_id"),
+        ({"prompt_id": "p"}, "response_left_id"),
+        ({"prompt_id": "p", "response_left_id": "p/1"}, "response_right_id"),
+        ({"response_left_id": "p/1", "response_right_id": "p/2"}, "prompt_id"),
+        ({**IDS, "response_right_id": IDS["response_left_id"]}, "response_right_id"),
+        ({**IDS, "pairwise": False, "response_right": None}, "response_right_id"),
+        ({**IDS, "query_id": 1, "prompt_id": "another"}, "query_id"),  # differs from the known
+    ],
+)
+def test_bad_service_ids_are_invalid_argument_and_cost_nothing_valid(
+    stub: Any, sink: CaptureSink, over: dict[str, Any], field: str
+) -> None:
+    stub.BeginQuery(_meta(1, **IDS), timeout=TIMEOUT)
+    assert stub.StreamSamples(iter([_gaze(1)]), timeout=TIMEOUT).accepted == 1
+    with pytest.raises(grpc.RpcError) as err:
+        stub.BeginQuery(_meta(**{"query_id": 2, **over}), timeout=TIMEOUT)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert err.value.details().startswith(f"{field}:"), err.value.details()
+    assert stub.StreamSamples(iter([_gaze(1, t=T0 + 1)]), timeout=TIMEOUT).accepted == 1
+    (q,) = sink.commit().queries
+    assert q.served == ServedIds(**IDS) and len(q.gaze) == 2
 
 
 def test_paused_device_refuses_with_failed_precondition(stub: Any, sink: CaptureSink) -> None:

@@ -1,5 +1,6 @@
 """Property tests of the capture contract: any batch a client may send, however malformed,
-is split into valid items and named rejections; nothing valid is lost and nothing raises."""
+is split into valid items and named rejections; nothing valid is lost and nothing raises. Any
+service ids on a query's metadata either form its ``served`` ids or are refused naming one."""
 
 from __future__ import annotations
 
@@ -8,14 +9,18 @@ from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pydantic import ValidationError
 
 from fedgaze.client.capture.samples import (
     COORD_LIMIT,
+    SERVED_ID_MAX_CHARS,
     T_MAX_MS,
     T_MIN_MS,
     CaptureEvent,
     CaptureSample,
+    QueryMeta,
     parse_batch,
+    rejection_of,
 )
 
 FIELDS = ("type", "query_id", "t_ms", "x", "y", "side", "char_index", "validate", "detail")
@@ -83,3 +88,64 @@ def test_valid_items_survive_any_bad_neighbours(good: list[Any], bad: list[Any])
     valid, rejected = parse_batch([*good, *bad])
     assert valid[: len(good)] == valid_alone
     assert all(r.index >= len(good) for r in rejected)
+
+
+ID_FIELDS = ("prompt_id", "response_left_id", "response_right_id")
+good_id = st.from_regex(r"[A-Za-z0-9:/_.-]{1,24}", fullmatch=True)
+bad_id = st.one_of(
+    st.sampled_from(["", " ", "\t", "a\nb", "x" * (SERVED_ID_MAX_CHARS + 1)]),
+    st.text(min_size=1, max_size=SERVED_ID_MAX_CHARS + 5),
+    junk,
+)
+
+
+@st.composite
+def service_ids(draw: st.DrawFn) -> tuple[bool, dict[str, Any], bool]:
+    """``(pairwise, ids, intact)``: a query's usable ids (none, or a full set), then maybe
+    damaged: one id replaced or dropped, or a right id added to a pointwise query."""
+    pairwise = draw(st.booleans())
+    ids: dict[str, Any] = {}
+    if draw(st.integers(0, 4)):  # mostly a full set
+        names = ID_FIELDS if pairwise else ID_FIELDS[:2]
+        values = draw(st.lists(good_id, min_size=len(names), max_size=len(names), unique=True))
+        ids = dict(zip(names, values, strict=True))
+    how = draw(st.sampled_from(["intact", "intact", "replace", "drop", "right"]))
+    if how == "replace":
+        ids[draw(st.sampled_from(ID_FIELDS))] = draw(bad_id)
+    elif how == "drop" and ids:
+        ids.pop(draw(st.sampled_from(sorted(ids))))
+    elif how == "right":
+        ids["response_right_id"] = draw(good_id)
+    return pairwise, ids, how == "intact"
+
+
+@settings(max_examples=300, deadline=None)
+@given(service_ids())
+def test_service_ids_are_either_served_or_refused_naming_an_id(
+    case: tuple[bool, dict[str, Any], bool],
+) -> None:
+    pairwise, ids, intact = case
+    fields = {
+        "query_id": 1,
+        "task_id": 2,
+        "pairwise": pairwise,
+        "prompt": "p",
+        "response_left": "l",
+        "response_right": "r" if pairwise else None,
+        "shown_at_ms": None,
+        **ids,
+    }
+    try:
+        meta = QueryMeta.model_validate(fields)
+    except ValidationError as err:
+        assert not intact, ids
+        assert rejection_of(0, err).field in ID_FIELDS
+        return
+    given_ids = {k: v for k, v in ids.items() if v is not None}
+    if meta.served is None:
+        assert not given_ids
+        return
+    assert {k: getattr(meta.served, k) for k in given_ids} == given_ids
+    assert meta.served.response_left_id != meta.served.response_right_id
+    assert (meta.served.response_right_id is not None) == pairwise
+    assert all(v.strip() and len(v) <= SERVED_ID_MAX_CHARS for v in given_ids.values())

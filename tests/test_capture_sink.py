@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import signal
 import struct
@@ -21,9 +22,9 @@ import pytest
 from capture_replay import T0, replay_into_sink
 from fedgaze.client.capture import event_store
 from fedgaze.client.capture import sink as sink_module
-from fedgaze.client.capture.fold import fingerprint
+from fedgaze.client.capture.fold import BatchOp, encode_op, fingerprint, rows_of
 from fedgaze.client.capture.journal import HEADER_BYTES, Journal, JournalError
-from fedgaze.client.capture.samples import Label, QueryMeta, parse_batch
+from fedgaze.client.capture.samples import CaptureSample, Label, QueryMeta, parse_batch, parse_item
 from fedgaze.client.capture.sink import (
     JOURNAL_FILE,
     CaptureError,
@@ -32,7 +33,8 @@ from fedgaze.client.capture.sink import (
 )
 from fedgaze.client.device.pause import set_paused
 from fedgaze.client.device.store import load_device, save_device
-from fedgaze.client.device.store_crypto import create_store_key
+from fedgaze.client.device.store_crypto import create_store_key, load_store_key
+from fedgaze.data.schema import ServedIds
 from fedgaze.data.synthetic import generate_cohort
 from fedgaze.features.v2 import featurize_device
 
@@ -142,6 +144,51 @@ def test_query_meta_and_label_checks(sink: CaptureSink) -> None:
         sink.set_calibration(-1, 50.0)
     sink.set_label(Label(query_id=1, preference=2, likert_left=4.0))
     assert sink.stats()["labels"] == 1 and sink.stats()["queries"] == 2
+
+
+# -- the answering service's ids ------------------------------------------------------------
+
+IDS = {"prompt_id": "chatcmpl-9", "response_left_id": "chatcmpl-9/0", "response_right_id": "r/1"}
+
+
+def test_service_ids_reach_the_store_and_are_kept_across_restarts(device_dir: Path) -> None:
+    fields = {**meta(1).model_dump(mode="json"), **IDS}  # as a capture client sends them
+    with CaptureSink(device_dir) as s:
+        s.begin_query(QueryMeta.model_validate_json(json.dumps(fields)))
+        s.begin_query(meta(2))  # the service gave no ids
+        s.commit()
+    with CaptureSink(device_dir) as s:
+        s.begin_query(QueryMeta.model_validate(fields))  # known from the store: idempotent
+        for other in (meta(1), QueryMeta.model_validate({**fields, "prompt_id": "other"})):
+            with pytest.raises(CaptureError, match=r"^query_id: query 1 was begun with different"):
+                s.begin_query(other)
+        assert s.add([gaze(1), gaze(2)]).accepted == 2
+        s.commit()
+    stored = load_device(device_dir / "store")
+    assert [q.served for q in stored.queries] == [ServedIds(*IDS.values()), None]
+    no_ids = dataclasses.replace(stored.queries[0], served=None)  # the ids are stored content
+    assert fingerprint(dataclasses.replace(stored, queries=(no_ids, stored.queries[1]))) != (
+        fingerprint(stored)
+    )
+
+
+def test_a_journal_written_before_service_ids_still_loads(device_dir: Path) -> None:
+    with CaptureSink(device_dir) as s:  # creates the key and the journal
+        key = load_store_key(s.key_path)
+    old = {k: v for k, v in meta(1).model_dump().items() if k not in IDS}  # no id keys at all
+    sample = parse_item(0, gaze())
+    assert isinstance(sample, CaptureSample)
+    journal = Journal(device_dir / JOURNAL_FILE, key)
+    journal.append(b"Q" + json.dumps(old).encode())
+    journal.append(encode_op(BatchOp(rows_of([sample]), ())))
+    journal.close()
+    with CaptureSink(device_dir) as s:
+        assert s.stats()["queries"] == 1 and s.stats()["gaze_samples"] == 1
+        s.begin_query(meta(1))  # the same metadata: idempotent
+        device = s.commit()
+    (q,) = load_device(device_dir / "store").queries
+    assert q.served is None and q.prompt == "a prompt" and len(q.gaze) == 1
+    assert fingerprint(device) == fingerprint(load_device(device_dir / "store"))
 
 
 def test_sink_rejects_samples_that_do_not_fit_their_query(sink: CaptureSink) -> None:
@@ -254,6 +301,8 @@ def test_a_replayed_device_is_stored_exactly_and_featurizes(device_dir: Path) ->
         committed = s.commit()
     stored = load_device(device_dir / "store")
     assert fingerprint(stored) == fingerprint(committed) == fingerprint(original)
+    assert [q.served for q in stored.queries] == [q.served for q in original.queries]
+    assert all(q.served is not None for q in stored.queries)
     features = featurize_device(stored)
     expected = featurize_device(original)
     assert len(features.y) == len(expected.y) == 8

@@ -8,23 +8,22 @@ latter against a small chat-completions server on 127.0.0.1).
 
 from __future__ import annotations
 
-import contextlib
 import http.client
 import json
 import signal
 import subprocess
 import sys
-import threading
 import time
+import uuid
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 import grpc
 import pytest
 
+from capture_replay import FakeChat
 from fedgaze.client.capture.answers import (
     Answer,
     AnswerError,
@@ -33,11 +32,12 @@ from fedgaze.client.capture.answers import (
     ReplayExhausted,
     write_replay,
 )
+from fedgaze.client.capture.samples import TEXT_MAX_CHARS
 from fedgaze.client.capture.sink import CaptureSink
 from fedgaze.client.capture.web import TOKEN_HEADER, CaptureServer
 from fedgaze.client.device.pause import set_paused
 from fedgaze.client.device.store import load_device
-from fedgaze.data.schema import PREF_LEFT, SIDE_LEFT, SIDE_RIGHT
+from fedgaze.data.schema import PREF_LEFT, SIDE_LEFT, SIDE_RIGHT, ServedIds
 
 LEFT = "The quick brown fox jumps over the lazy dog."
 RIGHT = "A second answer, somewhat longer than the first one."
@@ -289,6 +289,9 @@ def test_samples_labels_and_calibration_land_in_the_store(
     assert list(q1.mouse.side) == [SIDE_LEFT] and list(q1.mouse.char_index) == [4]
     assert list(q1.gaze.side) == [SIDE_RIGHT] and list(q1.gaze.validate) == [1]
     assert q2.response_right is None
+    # replayed without ids: derived from the replay file's name and line
+    assert q1.served == ServedIds("replay:1", "replay:1/1", "replay:1/2")
+    assert q2.served == ServedIds("replay:2", "replay:2/1", None)
     # calibration given without a task applies to every task of the session, later ones too
     assert dict(device.calibration) == {3: 82.5, second["task_id"]: 82.5}
 
@@ -381,6 +384,11 @@ def test_command_line_rejects_a_bad_replay_file(tmp_path: Path) -> None:
 # --- answer backends --------------------------------------------------------------------------
 
 
+def _ids_line(prompt_id: str, answer_ids: list[str]) -> str:
+    return json.dumps({"prompt": "p", "answers": ["a", "b"], "prompt_id": prompt_id,
+                       "answer_ids": answer_ids})  # fmt: skip
+
+
 @pytest.mark.parametrize(
     ("line", "message"),
     [
@@ -390,6 +398,12 @@ def test_command_line_rejects_a_bad_replay_file(tmp_path: Path) -> None:
         ('{"prompt": "p", "answers": ["a", "b", "c"]}', ":2: answers: Tuple should have at most 2"),
         ('{"prompt": "p", "answers": ["a"], "task": 1}', ":2: task: Extra inputs"),
         ('{"prompt": "p", "answers": [3]}', ":2: answers.0: Input should be a valid string"),
+        ('{"prompt": "p", "answers": ["a"], "answer_ids": ["x"]}', ":2: prompt_id: required"),
+        ('{"prompt": "p", "answers": ["a"], "prompt_id": ""}', ":2: prompt_id: must not be empty"),
+        ('{"prompt": "p", "answers": ["a"], "prompt_id": 7}', ":2: prompt_id: Input should be"),
+        (_ids_line("p", ["x"]), ":2: answer_ids: one id per answer (1 ids for 2 answers)"),
+        (_ids_line("p", ["x", "x"]), ":2: answer_ids: the answers need different ids"),
+        (_ids_line("p", ["x", "y" * 201]), ":2: answer_ids.1: String should have at most 200"),
     ],
 )
 def test_replay_errors_name_file_and_line(tmp_path: Path, line: str, message: str) -> None:
@@ -400,61 +414,31 @@ def test_replay_errors_name_file_and_line(tmp_path: Path, line: str, message: st
     assert str(err.value).startswith(f"{path}{message}")
 
 
+def test_replay_reads_given_ids_and_derives_the_others(tmp_path: Path) -> None:
+    path = tmp_path / "study.jsonl"
+    lines = [
+        {"prompt": "a", "answers": ["x", "y"], "prompt_id": "P1", "answer_ids": ["A1", "A2"]},
+        None,  # a blank line still counts as a line
+        {"prompt": "b", "answers": ["x"], "prompt_id": "P3"},
+        {"prompt": "c", "answers": ["x", "y"]},
+        {"prompt": "d", "answers": ["x"], "prompt_id": None, "answer_ids": None},
+    ]
+    path.write_text("\n".join(json.dumps(x) if x else "" for x in lines) + "\n")
+    backend = ReplayAnswers(path)
+    items = [backend.next(None) for _ in range(len(backend))]
+    assert [(a.prompt_id, a.answer_ids) for a in items] == [
+        ("P1", ("A1", "A2")), ("P3", ("P3/1",)), ("study:4", ("study:4/1", "study:4/2")),
+        ("study:5", ("study:5/1",)),
+    ]  # fmt: skip
+    again = ReplayAnswers(write_replay(tmp_path / "copy.jsonl", items))  # ids are written
+    assert [again.next(None) for _ in items] == items
+
+
 def test_replay_plays_items_in_order_then_ends(replay: Path) -> None:
     answers = ReplayAnswers(replay)
     assert [answers.next(None).pairwise for _ in range(2)] == [True, False]
     with pytest.raises(ReplayExhausted):
         answers.next(None)
-
-
-@dataclass
-class FakeChat:
-    """A chat-completions server on 127.0.0.1: ``mode`` is "n" (honours n), "one" (always one
-    choice), "slow" (answers after 2 s) or "error" (HTTP 500). Records the requests."""
-
-    mode: str = "n"
-    seen: list[tuple[str, str | None, dict[str, Any]]] = field(default_factory=list)
-
-    def serve(self) -> tuple[ThreadingHTTPServer, str]:
-        fake = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, format: str, *args: Any) -> None:
-                return
-
-            def do_POST(self) -> None:
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                fake.seen.append((self.path, self.headers.get("Authorization"), body))
-                if fake.mode == "slow":
-                    time.sleep(2)
-                if fake.mode == "error":
-                    self.send_error(500)
-                    return
-                n = body["n"] if fake.mode == "n" else 1
-                prompt = body["messages"][0]["content"]
-                choices = [
-                    {
-                        "index": i,
-                        "message": {
-                            "role": "assistant",
-                            "content": f"answer {i} of {len(fake.seen)}: {prompt}",
-                        },
-                        "finish_reason": "stop",
-                    }
-                    for i in range(n)
-                ]
-                data = json.dumps({"object": "chat.completion", "choices": choices}).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                with contextlib.suppress(BrokenPipeError, ConnectionResetError):
-                    self.wfile.write(data)  # a client that timed out has hung up
-
-        httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        httpd.daemon_threads = True
-        threading.Thread(target=httpd.serve_forever, daemon=True).start()
-        return httpd, f"http://127.0.0.1:{httpd.server_address[1]}"
 
 
 @pytest.fixture
@@ -475,6 +459,8 @@ def test_openai_backend_asks_for_two_answers(
     monkeypatch.setenv("FGZ_TEST_KEY", "sk-test")
     answer = OpenAICompatibleAnswers(url, "tiny", "FGZ_TEST_KEY").next("why?")
     assert answer.answers == ("answer 0 of 1: why?", "answer 1 of 1: why?")
+    # the completion's id is the prompt's, "<id>/<choice index>" each answer's
+    assert (answer.prompt_id, answer.answer_ids) == ("chatcmpl-1", ("chatcmpl-1/0", "chatcmpl-1/1"))
     path, auth, body = fake.seen[0]
     assert (path, auth, body["model"], body["n"]) == (
         "/v1/chat/completions",
@@ -493,9 +479,12 @@ def test_openai_backend_makes_a_second_call_when_n_is_ignored(
     monkeypatch.delenv("FGZ_UNSET_KEY", raising=False)
     answer = OpenAICompatibleAnswers(url + "/v1", "tiny", "FGZ_UNSET_KEY").next("q")
     assert answer.answers == ("answer 0 of 1: q", "answer 0 of 2: q")
+    # the second answer is under the second call's id
+    assert (answer.prompt_id, answer.answer_ids) == ("chatcmpl-1", ("chatcmpl-1/0", "chatcmpl-2/0"))
     assert [auth for _, auth, _ in fake.seen] == [None, None]  # no key: no header
     pointwise = OpenAICompatibleAnswers(url, "tiny", "", pairwise=False).next("q")
     assert not pointwise.pairwise and len(fake.seen) == 3
+    assert (pointwise.prompt_id, pointwise.answer_ids) == ("chatcmpl-3", ("chatcmpl-3/0",))
 
 
 @pytest.mark.parametrize(("mode", "message"), [("error", "HTTP 500"), ("slow", "request failed")])
@@ -511,6 +500,45 @@ def test_openai_backend_failures_are_answer_errors(
     assert time.monotonic() - start < 1.5
 
 
+def _is_uuid4(text: str) -> bool:
+    return str(uuid.UUID(text)) == text and uuid.UUID(text).version == 4
+
+
+@pytest.mark.parametrize("given", [None, "", "chatcmpl-same"])
+@pytest.mark.parametrize("mode", ["n", "one"])
+def test_openai_backend_makes_up_missing_or_repeated_ids(
+    chat: tuple[FakeChat, str], mode: str, given: str | None
+) -> None:
+    fake, url = chat
+    fake.mode, fake.ids = mode, lambda k: given
+    answer = OpenAICompatibleAnswers(url, "tiny", "").next("q")
+    assert answer.prompt_id is not None and answer.answer_ids is not None
+    left, right = answer.answer_ids
+    assert left == f"{answer.prompt_id}/0" and left != right
+    # the server's id is kept; a second call under the same id (or none) gets a uuid4
+    assert answer.prompt_id == given if given else _is_uuid4(answer.prompt_id)
+    second_id, _, index = right.rpartition("/")
+    assert (second_id, index) == (answer.prompt_id, "1") if mode == "n" else _is_uuid4(second_id)
+
+
+@pytest.mark.parametrize("bad", [12345, "x" * 201, "line\nbreak", ["a"]])
+def test_openai_backend_refuses_an_unusable_id(chat: tuple[FakeChat, str], bad: Any) -> None:
+    fake, url = chat
+    fake.ids = lambda k: bad
+    with pytest.raises(AnswerError, match=r"reply 'id' is not a usable id"):
+        OpenAICompatibleAnswers(url, "tiny", "").next("q")
+
+
+def test_an_answer_the_contract_refuses_is_a_502_and_begins_nothing(
+    sink: CaptureSink, tmp_path: Path
+) -> None:
+    huge = Answer(prompt="p", answers=("x" * (TEXT_MAX_CHARS + 1),))
+    with CaptureServer(sink, ReplayAnswers(write_replay(tmp_path / "huge.jsonl", [huge]))) as srv:
+        reply = request(srv, "GET", "/api/v1/next")
+    assert reply.status == 502 and reply.body["error"].startswith("answers: response_left:")
+    assert sink.stats()["queries"] == 0
+
+
 def test_service_with_openai_backend_needs_the_typed_prompt(
     chat: tuple[FakeChat, str], sink: CaptureSink
 ) -> None:
@@ -524,6 +552,9 @@ def test_service_with_openai_backend_needs_the_typed_prompt(
         assert request(srv, "GET", "/api/v1/status").body["needs_prompt"] is True
     finally:
         srv.stop()
+    (query,) = sink.commit().queries  # the completion's ids are the query's
+    assert query.served == ServedIds("chatcmpl-1", "chatcmpl-1/0", "chatcmpl-1/1")
+    assert load_device(sink.store_dir, key_path=sink.key_path).queries[0].served == query.served
 
 
 def test_unreachable_openai_server_is_a_502(sink: CaptureSink) -> None:

@@ -282,7 +282,15 @@ def test_export_recomputes_to_the_recorded_epsilons(device: Path) -> None:
     (dev,) = exported["devices"]
     acc = rdp.RdpAccountant()
     for ev in dev["events"]:
-        assert set(ev) == {"round", "run_id", "noise_multiplier", "sample_rate", "steps"}
+        assert set(ev) == {
+            "mechanism",
+            "round",
+            "run_id",
+            "noise_multiplier",
+            "sample_rate",
+            "steps",
+        }
+        assert ev["mechanism"] == "dp-sgd"
         acc.compose(
             dp_event.PoissonSampledDpEvent(
                 ev["sample_rate"], dp_event.GaussianDpEvent(ev["noise_multiplier"])

@@ -45,6 +45,25 @@ def test_minimal_config_resolves_paths_relative_to_the_file(tmp_path: Path) -> N
     assert settings.noise_multiplier == 1.1 and settings.rounds == 3 and not settings.client_dp
 
 
+def test_a_labels_section_asks_for_labels_and_leaves_room_in_the_budget(tmp_path: Path) -> None:
+    off = load_server_config(_config(tmp_path, MINIMAL)).settings("k", resume=False)
+    assert off.epsilon_label is None and off.label_plan() is None
+    text = MINIMAL.replace("noise_multiplier = 1.1", "epsilon = 8.0") + (
+        '[labels]\nenabled = true\nepsilon_label = 2.0\nsource = "implicit-only"\n'
+    )
+    config = load_server_config(_config(tmp_path, text))
+    settings = config.settings("k", resume=False)
+    plan = settings.label_plan()
+    assert plan is not None and plan.epsilon_label == 2.0 and plan.label_source == "implicit-only"
+    without = load_server_config(
+        _config(tmp_path, MINIMAL.replace("noise_multiplier = 1.1", "epsilon = 8.0"))
+    ).settings("k", resume=False)
+    assert settings.noise_multiplier > without.noise_multiplier
+    greedy = text.replace("epsilon_label = 2.0", "epsilon_label = 9.0")
+    with pytest.raises(SettingsError, match="leaves no room"):
+        load_server_config(_config(tmp_path, greedy)).settings("k", resume=False)
+
+
 @pytest.mark.parametrize(
     ("change", "named"),
     [
@@ -55,6 +74,8 @@ def test_minimal_config_resolves_paths_relative_to_the_file(tmp_path: Path) -> N
         (("[tls]\nenabled = false", "[tls]"), "tls"),
         (("[auth]\nenabled = false", "[auth]"), "auth.enabled needs tls.enabled"),
         (('run_dir = "run"', 'run_dir = "run"\nrun_dri = "x"'), "run_dri"),
+        (("rounds = 3", "rounds = 3\n[labels]\nenabled = true\nepsilon_label = 0"), "labels"),
+        (("rounds = 3", 'rounds = 3\n[labels]\nsource = "guess"'), "labels.source"),
     ],
 )
 def test_a_bad_key_or_value_names_the_key_and_the_file(

@@ -23,6 +23,12 @@ LOCAL_EPOCHS: Final = 1
 LR: Final = 0.05
 DELTA: Final = 1e-5
 DEVICE_EPSILON: Final = 8.0
+
+# Preference labels ------------------------------------------------------------------------
+EPSILON_LABEL: Final = 2.0
+"""Randomized response of a released preference label (flip probability 1 / (1 + e^2) = 0.12)."""
+LABEL_SOURCE: Final = "explicit-first"
+"""The person's explicit choice where given, else the behaviour model's inference."""
 """A device's budget for a run (one comparison is the privacy unit)."""
 
 # Central training (``fedgaze train --mode central``; Adam, batch 32, hidden HIDDEN) ----------

@@ -14,6 +14,7 @@ from rich.console import Console
 
 from fedgaze import defaults
 from fedgaze.argtypes import existing_dir, positive_float, positive_int
+from fedgaze.labels.rows import LABEL_SOURCES
 
 if TYPE_CHECKING:
     from fedgaze.local.demo import FederationOptions
@@ -35,6 +36,26 @@ def add_parsers(sub: Any) -> None:
         type=positive_float,
         default=defaults.DEVICE_EPSILON,
         help=f"per-device budget ({defaults.DEVICE_EPSILON:g})",
+    )
+    demo.add_argument(
+        "--labels",
+        action="store_true",
+        help="after the last round, collect every device's preference labels with label DP "
+        "(randomized response), for `fedgaze alignment export`",
+    )
+    demo.add_argument(
+        "--epsilon-label",
+        type=positive_float,
+        default=defaults.EPSILON_LABEL,
+        help="with --labels: epsilon of each released label, flip probability 1/(1+e^E), "
+        f"charged to the device budget ({defaults.EPSILON_LABEL:g})",
+    )
+    demo.add_argument(
+        "--label-source",
+        choices=LABEL_SOURCES,
+        default=defaults.LABEL_SOURCE,
+        help="with --labels: the person's explicit choice first, else the behaviour model's "
+        f"inference; or the inference only ({defaults.LABEL_SOURCE})",
     )
     _add_federation_args(demo)
     demo.set_defaults(handler=_cmd_demo)
@@ -162,7 +183,14 @@ def _federation_options(args: argparse.Namespace, **overrides: Any) -> Federatio
 def _cmd_demo(args: argparse.Namespace, console: Console) -> int:
     from fedgaze.local.demo import run_local_federation
 
-    opts = _federation_options(args, nodes=args.nodes, data=args.data, epsilon_budget=args.epsilon)
+    opts = _federation_options(
+        args,
+        nodes=args.nodes,
+        data=args.data,
+        epsilon_budget=args.epsilon,
+        epsilon_label=args.epsilon_label if args.labels else None,
+        label_source=args.label_source,
+    )
     return 0 if run_local_federation(opts, console).complete else 1
 
 

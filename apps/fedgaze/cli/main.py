@@ -1,10 +1,11 @@
 """The ``fedgaze`` command line: builds the parser of every subcommand and runs the handler.
 
 Each command group has its own module (:mod:`.federation` demo/train, :mod:`.certs`,
-:mod:`.data` score/features, :mod:`.audit`, :mod:`.server`, :mod:`.client`), which adds its
-parsers and sets each one's handler with ``set_defaults(handler=...)``; the agent's
-``fedgaze client`` subcommands come from :mod:`fedgaze.client.agent.commands`. Heavy modules
-are imported inside the handlers so ``fedgaze --help`` stays fast.
+:mod:`.data` score/features, :mod:`.audit`, :mod:`.server`, :mod:`.client`,
+:mod:`.alignment`), which adds its parsers and sets each one's handler with
+``set_defaults(handler=...)``; the agent's ``fedgaze client`` subcommands come from
+:mod:`fedgaze.client.agent.commands`. Heavy modules are imported inside the handlers so
+``fedgaze --help`` stays fast.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from collections.abc import Callable, Sequence
 from rich.console import Console
 from rich.markup import escape
 
-from fedgaze.cli import audit, certs, client, data, federation, server
+from fedgaze.cli import alignment, audit, certs, client, data, federation, server
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -33,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     audit.add_parsers(sub)
     server.add_parsers(sub)
     client.add_parsers(sub)
+    alignment.add_parsers(sub)
     return parser
 
 

@@ -108,6 +108,12 @@ def _cmd_server_status(args: argparse.Namespace, console: Console) -> int:
         f"server ledger: {st.ledger_records if st.ledger_records is not None else 'none'} records",
         soft_wrap=True,
     )
+    if st.labels_stored:
+        console.print(
+            f"  preference labels: {st.labels_stored} stored from {st.labels_devices} devices "
+            "(fedgaze alignment export)",
+            soft_wrap=True,
+        )
     if st.last_evaluation:
         ev = st.last_evaluation.evaluation
         console.print(

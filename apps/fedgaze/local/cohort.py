@@ -19,11 +19,22 @@ from fedgaze.federation.settings import NodeSettings
 
 
 def provision_synthetic(
-    devices_dir: Path, n_devices: int, seed: int, epsilon_budget: float, delta: float
+    devices_dir: Path,
+    n_devices: int,
+    seed: int,
+    epsilon_budget: float,
+    delta: float,
+    served_log: Path | None = None,
 ) -> list[NodeSettings]:
-    """Generate ``n_devices`` synthetic people and give each a device store of its own."""
+    """Generate ``n_devices`` synthetic people and give each a device store of its own; with
+    ``served_log``, also write the log of the prompts and answers they were served."""
     nodes = []
-    for device in generate_cohort(n_devices, seed=seed):
+    cohort = generate_cohort(n_devices, seed=seed)
+    if served_log is not None:
+        from fedgaze.labels.served import write_served_log
+
+        write_served_log(served_log, cohort)
+    for device in cohort:
         device_dir = devices_dir / device.device_id
         key_path = device_dir / KEY_FILE
         save_device(device_dir / "store", device, key_path=key_path)

@@ -22,6 +22,7 @@ from fedgaze import defaults
 from fedgaze.atomic import write_json_atomic
 from fedgaze.federation.events import (
     Evaluated,
+    Labelled,
     ProgressEvent,
     RoundDone,
     Started,
@@ -31,6 +32,7 @@ from fedgaze.federation.planning import plan_settings
 from fedgaze.federation.results import Evaluation
 from fedgaze.federation.rundir import RunLayout
 from fedgaze.federation.settings import Aggregation, NodeSettings, ServerSettings
+from fedgaze.labels.rows import LabelSource
 from fedgaze.local.cohort import provision_ifllm, provision_synthetic, select_workers
 from fedgaze.local.launcher import FederationOutcome, LaunchLimits, launch_federation
 from fedgaze.local.summary import RunSummary, device_summaries
@@ -70,6 +72,10 @@ class FederationOptions:
     aggregation: Aggregation = defaults.AGGREGATION
     trim_fraction: float = defaults.TRIM_FRACTION
     max_update_norm: float | None = None
+    epsilon_label: float | None = None
+    """Ask every device for its preference labels after the last round, released with
+    randomized response at this epsilon (None: no labels round)."""
+    label_source: LabelSource = defaults.LABEL_SOURCE
 
     def settings(self, run_dir: Path, run_key: str, min_nodes: int) -> ServerSettings:
         """The ServerApp's settings of this run (noise multipliers calibrated)."""
@@ -109,8 +115,14 @@ def provision(opts: FederationOptions, run_dir: Path) -> tuple[list[NodeSettings
     """Create the devices for ``opts`` under ``run_dir/devices``; also describe the data source."""
     devices_dir = run_dir / "devices"
     if opts.data is None:
+        # The demo plays the answering service too: it logs what it served, as a service would.
         nodes = provision_synthetic(
-            devices_dir, opts.nodes, opts.seed, opts.epsilon_budget, opts.delta
+            devices_dir,
+            opts.nodes,
+            opts.seed,
+            opts.epsilon_budget,
+            opts.delta,
+            served_log=RunLayout(run_dir).served_log,
         )
         return nodes, {"kind": "synthetic", "seed": opts.seed, "devices": opts.nodes}
     workers = select_workers(opts.data, opts.workers, opts.max_workers)
@@ -147,6 +159,7 @@ def run_local_federation(opts: FederationOptions, console: Console | None = None
         noise_calibrated=calibrated,
         devices=device_summaries(nodes, outcome),
         wall_seconds=time.monotonic() - t0,
+        labels=labels_summary(settings, source),
     )
     summary_file = RunLayout(run_dir).summary
     write_json_atomic(summary_file, summary.to_json())
@@ -184,6 +197,8 @@ def _run_with_progress(
                 console.print(_round_line(event))
             elif isinstance(event, Evaluated):
                 console.print(_evaluation_line(event.evaluation))
+            elif isinstance(event, Labelled):
+                console.print(_labels_line(event, settings))
 
         limits = LaunchLimits(
             run_total=opts.node_wait_timeout + opts.rounds * opts.round_timeout * 2
@@ -212,6 +227,46 @@ def _round_line(event: RoundDone) -> str:
         f"round {log.round}: {log.train_devices} devices trained on "
         f"{log.train_examples} comparisons, {eps_text}, {log.seconds:.1f} s{failures}"
     )
+
+
+def _labels_line(event: Labelled, settings: ServerSettings) -> str:
+    problems = f", [red]{event.refused} refused, {event.failures} failures[/red]" * bool(
+        event.refused or event.failures
+    )
+    return (
+        f"labels: {event.released_devices} devices released {event.stored} new preference labels "
+        f"(epsilon_label {settings.epsilon_label:g}, {event.already} already stored){problems}"
+    )
+
+
+def labels_summary(settings: ServerSettings, source: dict[str, Any]) -> dict[str, Any] | None:
+    """The run's labels round for ``summary.json`` (None without one): counts from the label
+    store, the mechanism, and where the export finds the served prompts and answers."""
+    if settings.epsilon_label is None:
+        return None
+    from fedgaze.labels.store import count_labels
+    from fedgaze.privacy.label_dp import flip_rate
+
+    layout = RunLayout(Path(settings.run_dir))
+    stored, devices = count_labels(layout.labels)
+    served = (
+        layout.served_log
+        if source["kind"] == "synthetic"
+        else Path(source["path"]) / "query_logs_table.csv.gz"
+    )
+    return {
+        "epsilon_label": settings.epsilon_label,
+        "flip_rate": flip_rate(settings.epsilon_label),
+        "source": settings.label_source,
+        "mechanism": "randomized response on the device, composed into the device budget",
+        "unit": "one comparison",
+        "stored": stored,
+        "devices": devices,
+        "store": str(layout.labels),
+        "served_log": str(served),
+        "export": f"fedgaze alignment export {settings.run_dir} --out prefs.jsonl"
+        + ("" if source["kind"] == "synthetic" else f" --responses {served}"),
+    }
 
 
 def _evaluation_line(ev: Evaluation) -> str:

@@ -65,6 +65,8 @@ class RunSummary:
     noise_calibrated: bool
     devices: tuple[DeviceSummary, ...]
     wall_seconds: float
+    labels: JsonDict | None = None
+    """The labels round (:func:`fedgaze.local.demo.labels_summary`), None without one."""
 
     @property
     def rounds(self) -> int:
@@ -121,6 +123,7 @@ class RunSummary:
             "rounds": self.rounds,
             "rounds_completed": self.rounds_completed,
             "client_dp": self.client_dp(),
+            "labels": self.labels,
             "metrics": [
                 {
                     "round": e.round,

@@ -11,6 +11,9 @@ training can only over-count spending, never under-count it; each charge then al
 ``dp-round`` record in the device's ledger (``fedgaze.ledger.device``), which the reply
 carries.
 
+A labels message (``query.labels``) is answered by :mod:`fedgaze.client.labels`: one
+randomized-response preference bit per comparison, charged and signed like a training round.
+
 While the person has paused the device (``fedgaze client pause``) every message gets a
 ``paused`` reply at once: no data is read, nothing is trained, evaluated or charged. Otherwise
 the global model a message carries is kept as ``last_model/`` in the device folder (a model
@@ -35,6 +38,7 @@ from fedgaze.features.matrix import FeatureMatrix
 from fedgaze.features.v2 import FEATURE_SET, featurize
 from fedgaze.federation.arrays import from_array_record, to_array_record
 from fedgaze.federation.protocol import (
+    LABELS_ACTION,
     Charge,
     HeldOut,
     Record,
@@ -196,3 +200,11 @@ def evaluate_global(msg: Message, context: Context) -> Message:
     save_last_model(node, plan, arrays, plan.server_round)
     held_out = _held_out(node, plan, arrays)
     return _reply(msg, node, ReplyStatus.EVALUATED, ReplyMetrics(held_out=held_out))
+
+
+@app.query(LABELS_ACTION)
+def labels(msg: Message, context: Context) -> Message:
+    """Release this device's preference labels with label DP (:mod:`fedgaze.client.labels`)."""
+    from fedgaze.client.labels import release
+
+    return release(msg, context)

@@ -10,7 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fedgaze.audit.verify import audit_device_ledger, rdp_epsilons
+from fedgaze.audit.recompute import cumulative_epsilons
+from fedgaze.audit.verify import audit_device_ledger, export_event, exported_device_events
 from fedgaze.ledger.contract import device_key_path, device_ledger_path
 from fedgaze.ledger.keys import load_or_create_signing_key, public_key_b64
 
@@ -39,18 +40,19 @@ def device_budget(device_dir: str | Path) -> BudgetView:
     audit = audit_device_ledger(ledger, trusted_signers=trusted, pld=False)
     view = BudgetView(device=audit.summary.get("device"), ledger=ledger, problems=audit.problems)
     by_run: dict[str, list[dict[str, Any]]] = {}
-    for rec in audit.dp_records:
-        by_run.setdefault(str(rec.body["run_id"]), []).append(rec.body)
-    for run_id, bodies in by_run.items():
-        entries = [
-            (b["noise_multiplier"], b["sample_rate"], b["steps"], b["delta"]) for b in bodies
-        ]
+    delta: dict[str, float] = {}
+    for rec in audit.device_records:
+        by_run.setdefault(str(rec.body["run_id"]), []).append(export_event(rec))
+        delta[str(rec.body["run_id"])] = float(rec.body["delta"])
+    for run_id, events in by_run.items():
+        charges = sum(e["mechanism"] == "dp-sgd" for e in events)
         view.runs.append(
             {
                 "run_id": run_id,
-                "rounds": len(bodies),
-                "epsilon": rdp_epsilons(entries)[-1],
-                "delta": bodies[-1]["delta"],
+                "rounds": charges,
+                "labels_released": sum(int(e.get("released", 0)) for e in events),
+                "epsilon": cumulative_epsilons(exported_device_events(events), delta[run_id])[-1],
+                "delta": delta[run_id],
             }
         )
     view.rounds = sum(r["rounds"] for r in view.runs)

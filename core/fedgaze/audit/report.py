@@ -17,19 +17,20 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from fedgaze.audit.verify import rdp_epsilons
+from fedgaze.audit.recompute import cumulative_epsilons as recompute_epsilons
+from fedgaze.audit.verify import exported_device_events
 
 __all__ = ["cumulative_epsilons", "privacy_statement", "render_report"]
 
 
 def cumulative_epsilons(events: Sequence[Mapping[str, Any]], delta: float) -> list[float]:
-    """Epsilon at ``delta`` after each event (Poisson-subsampled Gaussian, RDP accountant)."""
-    return rdp_epsilons(
-        [
-            (float(ev["noise_multiplier"]), float(ev["sample_rate"]), int(ev["steps"]), delta)
-            for ev in events
-        ]
-    )
+    """Epsilon at ``delta`` after each exported event (DP-SGD charges and label releases)."""
+    return recompute_epsilons(exported_device_events(events), delta)
+
+
+def _charges(events: Sequence[Mapping[str, Any]]) -> int:
+    """How many of a device's exported events are DP-SGD rounds (not label releases)."""
+    return sum(e.get("mechanism") != "randomized-response" for e in events)
 
 
 def privacy_statement(export: Mapping[str, Any]) -> str:
@@ -44,7 +45,10 @@ def privacy_statement(export: Mapping[str, Any]) -> str:
     ]
     worst = max(recomputed) if recomputed else 0.0
     deltas = sorted({float(d["delta"]) for d in devices})
-    rounds = max((len(d["events"]) for d in devices), default=0)
+    rounds = max((_charges(d["events"]) for d in devices), default=0)
+    releases = [
+        e for d in devices for e in d["events"] if e.get("mechanism") == "randomized-response"
+    ]
     text = (
         f"Each of {len(devices)} devices trained the reward model on its own data with DP-SGD "
         "(Opacus): per-example gradient clipping and Gaussian noise, with each step's batch drawn "
@@ -60,6 +64,16 @@ def privacy_statement(export: Mapping[str, Any]) -> str:
         "(at most about k times epsilon). It does not cover the declared releases outside DP: "
         "example counts, DP parameters, and held-out evaluation metrics (docs/privacy.md)."
     )
+    if releases:
+        epsilons = sorted({float(e["epsilon_label"]) for e in releases})
+        text += (
+            f" Devices also released {sum(int(e['released']) for e in releases)} preference "
+            "labels with label DP: each comparison's bit (the person's choice or the behaviour "
+            "model's inference from that comparison alone) flipped by randomized response at "
+            f"epsilon_label = {', '.join(f'{x:g}' for x in epsilons)}, each comparison released "
+            "once; the epsilon above includes it. The ids of the prompts and answers released "
+            "are not protected (the service that served them knows them)."
+        )
     central = export.get("central")
     if central:
         eps = cumulative_epsilons(central["events"], float(central["delta"]))
@@ -182,7 +196,7 @@ def render_report(
     for d in export.get("devices", []):
         eps = cumulative_epsilons(d["events"], float(d["delta"])) if d["events"] else [0.0]
         parts.append(
-            f"<tr><td>{esc(str(d['device_id']))}</td><td>{len(d['events'])}</td>"
+            f"<tr><td>{esc(str(d['device_id']))}</td><td>{_charges(d['events'])}</td>"
             f"<td>{float(d['epsilon']):.4f}</td><td>{eps[-1]:.4f}</td>"
             f"<td>{float(d['delta']):g}</td><td>{esc(str(d.get('accountant', '')))}</td></tr>"
         )

@@ -1,21 +1,32 @@
 """Audit of signed ledgers: verify every hash and signature, recompute every epsilon.
 
-Epsilon is recomputed independently of Opacus with Google's ``dp_accounting``: each
-``dp-round`` record ``(noise_multiplier q=sample_rate, steps)`` is
-``SelfComposed(PoissonSampled(q, Gaussian(sigma)), steps)``, composed over the ledger's records
-in order (RDP after every record, PLD for the final total). A record whose stated cumulative
-epsilon differs from the RDP recomputation by more than :data:`RDP_TOLERANCE` (relative) is a
-problem. Opacus' and dp_accounting's RDP differ by up to ~0.04% at fractional orders.
+Epsilon is recomputed independently of Opacus with Google's ``dp_accounting``
+(:mod:`fedgaze.audit.recompute`): each ``dp-round`` record ``(noise_multiplier q=sample_rate,
+steps)`` is ``SelfComposed(PoissonSampled(q, Gaussian(sigma)), steps)`` and each
+``label-release`` record one binary randomized response at its ``epsilon_label``, composed over
+the ledger's records in order (after every record; PLD for the DP-SGD total too). A record
+whose stated cumulative epsilon differs from the recomputation by more than
+:data:`RDP_TOLERANCE` (relative) is a problem, and so is a label release whose flip rate is
+not ``1 / (1 + e^epsilon_label)``. Opacus' and dp_accounting's RDP differ by up to ~0.04% at
+fractional orders.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from fedgaze.audit.recompute import (
+    DeviceEvent,
+    LabelRelease,
+    SgdCharge,
+    cumulative_epsilons,
+    pld_epsilon,
+    rdp_epsilons,
+)
 from fedgaze.ledger.contract import (
     DEVICE_LEDGER_FILE,
     SECRET_FIELDS,
@@ -24,44 +35,12 @@ from fedgaze.ledger.contract import (
 )
 from fedgaze.ledger.keys import pseudonym
 from fedgaze.ledger.records import LedgerRecord, VerifyReport, verify_jsonl, verify_sqlite
-from fedgaze.privacy.central import quiet_absl
+from fedgaze.privacy.label_dp import flip_rate_matches
 
 RDP_TOLERANCE = 1e-2
 """Largest relative difference allowed between a stated epsilon and dp_accounting's RDP."""
 
-
-def _event(sigma: float, q: float, steps: int) -> Any:
-    from dp_accounting import dp_event
-
-    return dp_event.SelfComposedDpEvent(
-        dp_event.PoissonSampledDpEvent(q, dp_event.GaussianDpEvent(sigma)), steps
-    )
-
-
-def rdp_epsilons(entries: Sequence[tuple[float, float, int, float]]) -> list[float]:
-    """Cumulative RDP epsilon after each ``(sigma, q, steps, delta)`` entry (dp_accounting)."""
-    from dp_accounting import rdp
-
-    acc = rdp.RdpAccountant()
-    out = []
-    with quiet_absl():
-        for sigma, q, steps, delta in entries:
-            acc.compose(_event(sigma, q, steps))
-            out.append(float(acc.get_epsilon(delta)))
-    return out
-
-
-def pld_epsilon(entries: Sequence[tuple[float, float, int]], delta: float) -> float:
-    """PLD epsilon of all ``(sigma, q, steps)`` entries at ``delta`` (dp_accounting)."""
-    from dp_accounting import pld
-
-    if not entries:
-        return 0.0
-    acc = pld.PLDAccountant()
-    with quiet_absl():
-        for sigma, q, steps in entries:
-            acc.compose(_event(sigma, q, steps))
-        return float(acc.get_epsilon(delta))
+DEVICE_RECORD_KINDS = (RecordKind.DP_ROUND, RecordKind.LABEL_RELEASE)
 
 
 @dataclass
@@ -83,53 +62,82 @@ class LedgerAudit:
     def dp_records(self) -> list[LedgerRecord]:
         return [r for r in self.report.records if r.kind == RecordKind.DP_ROUND]
 
+    @property
+    def device_records(self) -> list[LedgerRecord]:
+        """Every ``dp-round`` and ``label-release`` record, in ledger order."""
+        return [r for r in self.report.records if r.kind in DEVICE_RECORD_KINDS]
 
-def _dp_fields(record: LedgerRecord) -> tuple[float, float, int, float, float]:
-    """``(sigma, q, steps, delta, epsilon)`` of a dp-round record; ValueError if malformed."""
+
+def _number(body: dict[str, Any], name: str) -> float:
+    value = body.get(name)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ValueError(f"{name} {value!r} is not a finite number")
+    return float(value)
+
+
+def _device_event(record: LedgerRecord) -> tuple[DeviceEvent, float, float]:
+    """``(event, delta, stated epsilon)`` of a ``dp-round`` or ``label-release`` record;
+    ValueError naming the field when it is malformed."""
     b = record.body
-    try:
-        sigma, q, steps = float(b["noise_multiplier"]), float(b["sample_rate"]), b["steps"]
-        delta, epsilon = float(b["delta"]), float(b["epsilon"])
-    except (KeyError, TypeError, ValueError) as err:
-        raise ValueError(f"dp-round body lacks a valid {err}") from None
-    if not (isinstance(steps, int) and steps >= 1 and sigma > 0 and 0 < q <= 1 and 0 < delta < 1):
-        raise ValueError("dp-round body has an invalid noise, sample rate, steps or delta")
-    if not math.isfinite(epsilon) or epsilon < 0:
-        raise ValueError(f"dp-round epsilon {epsilon!r} is not a number >= 0")
-    return sigma, q, steps, delta, epsilon
+    delta, epsilon = _number(b, "delta"), _number(b, "epsilon")
+    if not 0 < delta < 1:
+        raise ValueError(f"delta {delta!r} is not in (0, 1)")
+    if epsilon < 0:
+        raise ValueError(f"epsilon {epsilon!r} is not a number >= 0")
+    if record.kind == RecordKind.LABEL_RELEASE:
+        eps_label = _number(b, "epsilon_label")
+        if eps_label <= 0:
+            raise ValueError(f"epsilon_label {eps_label!r} is not > 0")
+        if not flip_rate_matches(eps_label, b.get("flip_rate")):  # type: ignore[arg-type]
+            raise ValueError(
+                f"flip_rate {b.get('flip_rate')!r} is not 1/(1+e^{eps_label:g}), the flip rate of "
+                "its epsilon_label"
+            )
+        counts = [b.get(k) for k in ("released", "resent", "rows")]
+        whole = [c for c in counts if isinstance(c, int) and not isinstance(c, bool) and c >= 0]
+        if len(whole) != 3 or whole[0] + whole[1] != whole[2]:
+            raise ValueError(f"released/resent/rows {counts} are not consistent counts")
+        return LabelRelease(eps_label, whole[0]), delta, epsilon
+    sigma, q, steps = _number(b, "noise_multiplier"), _number(b, "sample_rate"), b.get("steps")
+    if not (isinstance(steps, int) and steps >= 1 and sigma > 0 and 0 < q <= 1):
+        raise ValueError("dp-round body has an invalid noise, sample rate or steps")
+    return SgdCharge(sigma, q, steps), delta, epsilon
 
 
-def check_dp_records(
+def check_device_records(
     records: Sequence[LedgerRecord], *, pld: bool = True
 ) -> tuple[list[str], dict[str, Any]]:
-    """Problems and a summary of a device's ``dp-round`` records (in ledger order)."""
+    """Problems and a summary of a device's ``dp-round`` and ``label-release`` records (in
+    ledger order)."""
     problems: list[str] = []
-    rows: list[tuple[LedgerRecord, tuple[float, float, int, float, float]]] = []
-    charged: dict[tuple[str, int], int] = {}
+    rows: list[tuple[LedgerRecord, DeviceEvent, float, float]] = []
+    seen: dict[tuple[str, str, int], int] = {}
     for rec in records:
         where = f"record {rec.seq}"
         leaked = [f for f in SECRET_FIELDS if f in rec.body]
         if leaked:
             problems.append(f"{where}: holds secret fields {leaked} (must stay on the device)")
         try:
-            rows.append((rec, _dp_fields(rec)))
+            rows.append((rec, *_device_event(rec)))
         except ValueError as err:
-            problems.append(f"{where}: {err}")
+            problems.append(f"{where}: {rec.kind} body: {err}")
             continue
-        key = (str(rec.body.get("run_id")), int(rec.body.get("round", -1)))
-        if key in charged:
+        key = (rec.kind, str(rec.body.get("run_id")), int(rec.body.get("round", -1)))
+        if key in seen:
+            what = "charges" if rec.kind == RecordKind.DP_ROUND else "releases labels of"
             problems.append(
-                f"{where}: charges run {key[0]!r} round {key[1]} again "
-                f"(already charged in record {charged[key]})"
+                f"{where}: {what} run {key[1]!r} round {key[2]} again "
+                f"(already in record {seen[key]})"
             )
-        charged.setdefault(key, rec.seq)
+        seen.setdefault(key, rec.seq)
         if rec.body.get("device") != pseudonym(rec.signer):
             problems.append(f"{where}: names device {rec.body.get('device')!r}, not its signer")
         budget = rec.body.get("epsilon_budget")
-        if isinstance(budget, int | float) and rows[-1][1][4] > budget * (1 + 1e-9):
-            problems.append(f"{where}: epsilon {rows[-1][1][4]:.6g} exceeds its budget {budget:g}")
-    recomputed = rdp_epsilons([(s, q, k, d) for _, (s, q, k, d, _) in rows])
-    for (rec, (*_, stated)), eps in zip(rows, recomputed, strict=True):
+        if isinstance(budget, int | float) and rows[-1][3] > budget * (1 + 1e-9):
+            problems.append(f"{where}: epsilon {rows[-1][3]:.6g} exceeds its budget {budget:g}")
+    delta = rows[-1][2] if rows else None
+    recomputed = cumulative_epsilons([e for _, e, _, _ in rows], delta) if delta else []
+    for (rec, _, _, stated), eps in zip(rows, recomputed, strict=True):
         if rec.body.get("accountant", "rdp") != "rdp":
             if stated > eps * (1 + RDP_TOLERANCE):
                 problems.append(f"record {rec.seq}: stated epsilon {stated:.6g} > RDP {eps:.6g}")
@@ -140,16 +148,20 @@ def check_dp_records(
                 f"record {rec.seq}: stated cumulative epsilon {stated:.6g}, dp_accounting RDP "
                 f"gives {eps:.6g} (relative difference {diff:.2e} > {RDP_TOLERANCE:g})"
             )
-    delta = rows[-1][1][3] if rows else None
+    charges = [e for _, e, _, _ in rows if isinstance(e, SgdCharge)]
+    labels = [(r, e) for r, e, _, _ in rows if isinstance(e, LabelRelease)]
     summary: dict[str, Any] = {
-        "charges": len(rows),
-        "runs": len({r.body.get("run_id") for r, _ in rows}),
+        "charges": len(charges),
+        "label_releases": len(labels),
+        "labels_released": sum(int(r.body.get("released", 0)) for r, _ in labels),
+        "epsilon_label": max((e.epsilon_label for _, e in labels), default=None),
+        "runs": len({r.body.get("run_id") for r, *_ in rows}),
         "delta": delta,
-        "epsilon_stated": rows[-1][1][4] if rows else 0.0,
+        "epsilon_stated": rows[-1][3] if rows else 0.0,
         "epsilon_rdp": recomputed[-1] if recomputed else 0.0,
         "epsilon_pld": (
-            pld_epsilon([(s, q, k) for _, (s, q, k, _, _) in rows], delta)
-            if pld and delta is not None
+            pld_epsilon([(c.noise_multiplier, c.sample_rate, c.steps) for c in charges], delta)
+            if pld and delta is not None and not labels
             else None
         ),
         "epsilon_budget": rows[-1][0].body.get("epsilon_budget") if rows else None,
@@ -164,7 +176,7 @@ def audit_device_ledger(
     file = Path(path)
     report = verify_jsonl(file, trusted_signers)
     audit = LedgerAudit(file, "device", report, problems=[str(p) for p in report.problems])
-    problems, summary = check_dp_records(audit.dp_records, pld=pld)
+    problems, summary = check_device_records(audit.device_records, pld=pld)
     audit.problems.extend(problems)
     audit.summary = {
         "device": pseudonym(report.signer) if report.signer else None,
@@ -184,6 +196,7 @@ def audit_server_ledger(path: str | Path, *, pld: bool = True) -> LedgerAudit:
     per_device: dict[str, list[LedgerRecord]] = {}
     refused = 0
     committed = 0
+    labels_rounds = 0
     for rec in report.records:
         if rec.kind == RecordKind.RUN_START:
             run_key = (rec.body.get("settings") or {}).get("run_key")
@@ -197,51 +210,46 @@ def audit_server_ledger(path: str | Path, *, pld: bool = True) -> LedgerAudit:
                     f"{committed}"
                 )
             continue
-        if rec.kind != RecordKind.SERVER_ROUND:
+        if rec.kind == RecordKind.LABELS_ROUND:
+            labels_rounds += 1
+            if labels_rounds > 1 or rec.body.get("round") != committed:
+                audit.problems.append(
+                    f"record {rec.seq}: labels round {labels_rounds} for the model after round "
+                    f"{rec.body.get('round')!r}, but the run had committed {committed}"
+                )
+        elif rec.kind != RecordKind.SERVER_ROUND:
             audit.problems.append(f"record {rec.seq}: unknown kind {rec.kind!r}")
             continue
         # Rounds are committed once each, in order: a gap is a lost round, a repeat a round
         # counted twice.
-        if rec.body.get("round") != committed + 1:
+        elif rec.body.get("round") != committed + 1:
             audit.problems.append(
                 f"record {rec.seq}: round {rec.body.get('round')!r} follows round {committed}"
             )
-        committed = int(rec.body.get("round") or committed)
+        if rec.kind == RecordKind.SERVER_ROUND:
+            committed = int(rec.body.get("round") or committed)
         refused += len(rec.body.get("refused", []))
         if rec.body.get("central_dp") is not None:
             central_rounds.append(rec)
-        for line in rec.body.get("accepted", []):
-            try:
-                inner = LedgerRecord.parse_checked(line)
-            except (ValueError, TypeError) as err:
-                audit.problems.append(f"record {rec.seq}: an accepted device record {err}")
-                continue
-            who = pseudonym(inner.signer)
-            if inner.body.get("round") != rec.body.get("round") or (
-                run_key is not None and inner.body.get("run_id") != run_key
-            ):
-                audit.problems.append(
-                    f"record {rec.seq}: accepted device {who}'s record for run "
-                    f"{inner.body.get('run_id')!r} round {inner.body.get('round')!r}"
-                )
+        for inner in _accepted(rec, run_key, audit.problems):
             per_device.setdefault(inner.signer, []).append(inner)
     epsilon: dict[str, float] = {}
     for signer, records in per_device.items():
         who = pseudonym(signer)
         try:
-            rows = [_dp_fields(r) for r in records]
+            rows = [_device_event(r) for r in records]
         except ValueError as err:
             audit.problems.append(f"device {who}: {err}")
             continue
         # The server sees only this run: the device's stated (cumulative) epsilon must be at
-        # least what these charges alone cost.
-        floor = rdp_epsilons([(s, q, k, d) for s, q, k, d, _ in rows])[-1]
-        if rows[-1][4] < floor * (1 - RDP_TOLERANCE):
+        # least what these charges and releases alone cost.
+        floor = cumulative_epsilons([e for e, _, _ in rows], rows[-1][1])[-1]
+        if rows[-1][2] < floor * (1 - RDP_TOLERANCE):
             audit.problems.append(
-                f"device {who}: states epsilon {rows[-1][4]:.6g}, below the {floor:.6g} its "
+                f"device {who}: states epsilon {rows[-1][2]:.6g}, below the {floor:.6g} its "
                 f"accepted records of this run cost (dp_accounting RDP)"
             )
-        epsilon[who] = rows[-1][4]
+        epsilon[who] = rows[-1][2]
     central = _check_central(central_rounds, audit.problems)
     audit.summary = {
         "server": pseudonym(report.signer) if report.signer else None,
@@ -252,10 +260,43 @@ def audit_server_ledger(path: str | Path, *, pld: bool = True) -> LedgerAudit:
         "devices": len(per_device),
         "accepted_device_records": sum(len(v) for v in per_device.values()),
         "refused_updates": refused,
+        "labels_rounds": labels_rounds,
         "epsilon_stated": epsilon,
         **({"central_epsilon_stated": central} if central is not None else {}),
     }
     return audit
+
+
+_INNER_KIND = {
+    RecordKind.SERVER_ROUND: RecordKind.DP_ROUND,
+    RecordKind.LABELS_ROUND: RecordKind.LABEL_RELEASE,
+}
+
+
+def _accepted(rec: LedgerRecord, run_key: str | None, problems: list[str]) -> list[LedgerRecord]:
+    """The verified device records a ``server-round`` or ``labels-round`` record accepted;
+    each one that does not verify, is of the wrong kind or run, or names another round is a
+    problem."""
+    out = []
+    for line in rec.body.get("accepted", []):
+        try:
+            inner = LedgerRecord.parse_checked(line)
+        except (ValueError, TypeError) as err:
+            problems.append(f"record {rec.seq}: an accepted device record {err}")
+            continue
+        who = pseudonym(inner.signer)
+        if inner.kind != _INNER_KIND[RecordKind(rec.kind)]:
+            problems.append(f"record {rec.seq}: accepted device {who}'s {inner.kind} record")
+            continue
+        if inner.body.get("round") != rec.body.get("round") or (
+            run_key is not None and inner.body.get("run_id") != run_key
+        ):
+            problems.append(
+                f"record {rec.seq}: accepted device {who}'s record for run "
+                f"{inner.body.get('run_id')!r} round {inner.body.get('round')!r}"
+            )
+        out.append(inner)
+    return out
 
 
 def central_events(records: Sequence[LedgerRecord]) -> list[dict[str, Any]]:
@@ -306,7 +347,7 @@ def _cross_check(server: LedgerAudit, devices: Sequence[LedgerAudit], devices_di
             raw_of[d.report.signer] = set(text.splitlines())
             path_of[d.report.signer] = d.path
     for rec in server.report.records:
-        for line in rec.body.get("accepted", []) if rec.kind == RecordKind.SERVER_ROUND else []:
+        for line in rec.body.get("accepted", []) if rec.kind in _INNER_KIND else []:
             try:
                 inner = LedgerRecord.parse(line)
             except ValueError:
@@ -355,33 +396,60 @@ def audit_path(path: str | Path, *, pld: bool = True) -> list[LedgerAudit]:
     raise ValueError(f"{target}: expected a run directory, a .jsonl or a .db ledger")
 
 
+def export_event(rec: LedgerRecord) -> dict[str, Any]:
+    """The exported DP event of a ``dp-round`` or ``label-release`` record."""
+    b = rec.body
+    if rec.kind == RecordKind.LABEL_RELEASE:
+        return {
+            "mechanism": "randomized-response",
+            "run_id": b["run_id"],
+            "round": b["round"],
+            "epsilon_label": b["epsilon_label"],
+            "flip_rate": b["flip_rate"],
+            "released": b["released"],
+            "resent": b["resent"],
+        }
+    return {
+        "mechanism": "dp-sgd",
+        "run_id": b["run_id"],
+        "round": b["round"],
+        "noise_multiplier": b["noise_multiplier"],
+        "sample_rate": b["sample_rate"],
+        "steps": b["steps"],
+    }
+
+
+def exported_device_events(events: Sequence[Mapping[str, Any]]) -> list[DeviceEvent]:
+    """The accounting events of a device's exported events (see :func:`export_event`)."""
+    return [
+        LabelRelease(float(e["epsilon_label"]), int(e["released"]))
+        if e.get("mechanism") == "randomized-response"
+        else SgdCharge(float(e["noise_multiplier"]), float(e["sample_rate"]), int(e["steps"]))
+        for e in events
+    ]
+
+
 def export_events(audits: Sequence[LedgerAudit]) -> dict[str, Any]:
     """The DP events of every device, for anyone to recompute epsilon (no secrets in them)."""
     devices: dict[str, dict[str, Any]] = {}
 
     def add(records: Iterable[LedgerRecord], source: str) -> None:
         for rec in records:
-            if rec.kind != RecordKind.DP_ROUND:
+            if rec.kind not in DEVICE_RECORD_KINDS:
                 continue
             who = pseudonym(rec.signer)
             entry = devices.setdefault(
                 who,
                 {"device_id": who, "public_key": rec.signer, "source": source, "events": []},
             )
+            event = export_event(rec)
             if any(
-                (e["run_id"], e["round"]) == (rec.body["run_id"], rec.body["round"])
+                (e["mechanism"], e["run_id"], e["round"])
+                == (event["mechanism"], event["run_id"], event["round"])
                 for e in entry["events"]
             ):
                 continue
-            entry["events"].append(
-                {
-                    "run_id": rec.body["run_id"],
-                    "round": rec.body["round"],
-                    "noise_multiplier": rec.body["noise_multiplier"],
-                    "sample_rate": rec.body["sample_rate"],
-                    "steps": rec.body["steps"],
-                }
-            )
+            entry["events"].append(event)
             entry.update(
                 delta=rec.body["delta"],
                 epsilon=rec.body["epsilon"],
@@ -395,7 +463,7 @@ def export_events(audits: Sequence[LedgerAudit]) -> dict[str, Any]:
     for a in audits:
         if a.kind == "server":
             for rec in a.report.records:
-                if rec.kind == RecordKind.SERVER_ROUND:
+                if rec.kind in _INNER_KIND:
                     inner = []
                     for line in rec.body.get("accepted", []):
                         try:
@@ -420,10 +488,16 @@ def export_events(audits: Sequence[LedgerAudit]) -> dict[str, Any]:
                 "events": central_events(noised),
             }
     return {
-        "format": 1,
+        "format": 2,
         "verified": all(a.ok for a in audits),
-        "unit": "one labelled comparison on one device (example-level DP-SGD)",
-        "mechanism": "per event: steps x PoissonSampled(sample_rate, Gaussian(noise_multiplier))",
+        "unit": "one comparison on one device (example-level DP-SGD; label DP for releases)",
+        "mechanism": (
+            "dp-sgd event: steps x PoissonSampled(sample_rate, Gaussian(noise_multiplier)); "
+            "randomized-response event: each released comparison's preference bit flipped with "
+            "probability flip_rate = 1/(1+e^epsilon_label), each comparison released once "
+            "(parallel composition: the device pays one randomized response at its largest "
+            "epsilon_label); composed in order (fedgaze.audit.recompute)"
+        ),
         "devices": sorted(devices.values(), key=lambda d: d["device_id"]),
         "central": central,
     }

@@ -96,13 +96,40 @@ class Samples:
 
 
 @dataclass(frozen=True)
+class ServedIds:
+    """The ids the answering service gave a query's prompt and answers (left, then right).
+
+    They identify a comparison outside the device: the service that served the answers logs
+    the same ids with their texts, so a released preference can be joined back to them
+    (``fedgaze alignment export``). IFLLM replay uses ``query_ID`` and the side
+    (:func:`ifllm_served_ids`).
+    """
+
+    prompt_id: str
+    response_left_id: str
+    response_right_id: str | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("prompt_id", "response_left_id", "response_right_id"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, str) or not value.strip()):
+                raise ValueError(f"ServedIds.{name} must be a non-empty string, got {value!r}")
+
+
+def ifllm_served_ids(query_id: int, pairwise: bool = True) -> ServedIds:
+    """IFLLM's ids: the prompt is ``query_ID``, its answers ``query_ID/1`` and ``query_ID/2``."""
+    return ServedIds(str(query_id), f"{query_id}/1", f"{query_id}/2" if pairwise else None)
+
+
+@dataclass(frozen=True)
 class Query:
     """One query a person typed and the answer(s) they were shown, with their traces.
 
     ``preference`` for pairwise queries: PREF_LEFT (1), PREF_RIGHT (2), PREF_TIE (0) or None.
     For pointwise queries it compares with the previous answer (1 better, 0 worse) and is not a
     pairwise label. ``shown_at_ms`` is the corrected UTC epoch time (ms) the answers appeared,
-    None when the log's timestamp was unusable.
+    None when the log's timestamp was unusable. ``served`` holds the answering service's ids of
+    the prompt and answers (None when the source recorded none).
     """
 
     query_id: int
@@ -117,6 +144,7 @@ class Query:
     shown_at_ms: float | None
     gaze: Samples = field(default_factory=Samples.empty)
     mouse: Samples = field(default_factory=Samples.empty)
+    served: ServedIds | None = None
 
     @property
     def is_labelled_comparison(self) -> bool:

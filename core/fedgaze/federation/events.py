@@ -24,6 +24,7 @@ class EventKind(StrEnum):
     STARTED = "started"
     EVALUATION = "evaluation"
     ROUND = "round"
+    LABELS = "labels"
     DONE = "done"
     FAILED = "failed"
 
@@ -78,6 +79,21 @@ class RoundDone:
 
 
 @dataclass(frozen=True)
+class Labelled:
+    """The labels round is committed: ``released_devices`` released labels the server
+    accepted, ``stored`` new rows went into the label store (``already`` were stored before)."""
+
+    released_devices: int
+    stored: int
+    already: int
+    refused: int
+    failures: int
+    devices: tuple[DeviceEpsilon, ...] = ()
+    """Every device's epsilon after its release, as the server saw it."""
+    time: float = field(default_factory=_now)
+
+
+@dataclass(frozen=True)
 class Done:
     """The run finished: the final model and result are written."""
 
@@ -93,7 +109,18 @@ class Failed:
     time: float = field(default_factory=_now)
 
 
-ProgressEvent = Waiting | Started | Evaluated | RoundDone | Done | Failed
+ProgressEvent = Waiting | Started | Evaluated | RoundDone | Labelled | Done | Failed
+
+
+def _device_list(devices: tuple[DeviceEpsilon, ...]) -> list[JsonDict]:
+    return [{"device_id": d.device_id, "epsilon": d.epsilon, "status": d.status} for d in devices]
+
+
+def _parse_devices(data: Mapping[str, Any]) -> tuple[DeviceEpsilon, ...]:
+    return tuple(
+        DeviceEpsilon(str(d["device_id"]), float(d["epsilon"]), str(d["status"]))
+        for d in data.get("devices") or ()
+    )
 
 
 def event_json(event: ProgressEvent) -> JsonDict:
@@ -115,10 +142,18 @@ def event_json(event: ProgressEvent) -> JsonDict:
             "event": EventKind.ROUND,
             "time": event.time,
             **event.log.to_json(),
-            "devices": [
-                {"device_id": d.device_id, "epsilon": d.epsilon, "status": d.status}
-                for d in event.devices
-            ],
+            "devices": _device_list(event.devices),
+        }
+    if isinstance(event, Labelled):
+        return {
+            "event": EventKind.LABELS,
+            "time": event.time,
+            "released_devices": event.released_devices,
+            "stored": event.stored,
+            "already": event.already,
+            "refused": event.refused,
+            "failures": event.failures,
+            "devices": _device_list(event.devices),
         }
     if isinstance(event, Done):
         return {
@@ -147,11 +182,11 @@ def parse_event(data: Mapping[str, Any]) -> ProgressEvent:
         if kind == EventKind.EVALUATION:
             return Evaluated(Evaluation.from_json(data), at)
         if kind == EventKind.ROUND:
-            devices = tuple(
-                DeviceEpsilon(str(d["device_id"]), float(d["epsilon"]), str(d["status"]))
-                for d in data.get("devices") or ()
-            )
-            return RoundDone(RoundLog.from_json(data), devices, at)
+            return RoundDone(RoundLog.from_json(data), _parse_devices(data), at)
+        if kind == EventKind.LABELS:
+            n = [int(data.get(k, 0)) for k in ("released_devices", "stored", "already", "refused")]
+            failures = int(data.get("failures", 0))
+            return Labelled(n[0], n[1], n[2], n[3], failures, _parse_devices(data), at)
         if kind == EventKind.DONE:
             return Done(int(data.get("rounds_completed", 0)), at)
         return Failed(str(data.get("error")), at)

@@ -29,7 +29,8 @@ def plan_settings(
 
     ``fields`` are ServerSettings fields. Without a ``noise_multiplier`` among them, the device
     noise is calibrated to ``epsilon`` per device over ``fields["rounds"]`` rounds at
-    ``fields["delta"]`` (default :data:`fedgaze.defaults.DELTA`). ``client_dp_epsilon`` turns on
+    ``fields["delta"]`` (default :data:`fedgaze.defaults.DELTA`), leaving room for the label
+    release when ``fields["epsilon_label"]`` asks for one. ``client_dp_epsilon`` turns on
     client-level DP, calibrated to that epsilon per person at ``client_dp_delta``, with updates
     clipped to ``client_dp_clip_norm``. Inconsistent settings raise :class:`SettingsError`.
     """
@@ -39,9 +40,16 @@ def plan_settings(
     if fields.get("noise_multiplier") is None:
         if epsilon is None:
             raise SettingsError("set a device epsilon or a noise multiplier")
-        fields["noise_multiplier"] = calibrate_noise_multiplier(
-            epsilon, rounds=rounds, local_epochs=local_epochs, delta=delta
-        )
+        try:
+            fields["noise_multiplier"] = calibrate_noise_multiplier(
+                epsilon,
+                rounds=rounds,
+                local_epochs=local_epochs,
+                delta=delta,
+                label_epsilon=fields.get("epsilon_label"),
+            )
+        except ValueError as err:
+            raise SettingsError(str(err)) from None
     if client_dp_epsilon is not None:
         client_delta = float(fields.get("client_dp_delta", defaults.DELTA))
         fields["client_dp_noise_multiplier"] = calibrate_central_noise(

@@ -10,7 +10,13 @@ Train reply:    ``arrays`` (the device's new local model, when it trained), ``me
                 ``dp-record`` (ConfigRecord, when it trained: ``line``, the device's signed
                 ``dp-round`` ledger record of this round).
 Evaluate reply: ``metrics`` with the held-out evaluation only; ``device``.
-Paused reply:   to either request, while the person has paused the device
+Labels request: ``arrays`` (the final global model), ``config`` (a :class:`~fedgaze.federation.
+                settings.LabelPlan`); message type :data:`LABELS_MESSAGE_TYPE`.
+Labels reply:   ``labels`` (ConfigRecord of parallel lists, :class:`LabelKey`: the service ids of
+                each comparison, its noised bit and flip rate; nothing else about it),
+                ``dp-record`` (the device's signed ``label-release`` record, which states the
+                rows' digest), ``metrics`` (round, cumulative epsilon, delta), ``device``.
+Paused reply:   to any request, while the person has paused the device
                 (:mod:`fedgaze.client.device.pause`): status ``paused``, ``metrics`` with the
                 round and zero examples, no arrays, no ``dp-record``; nothing was read, trained
                 or charged, and the server counts the device as not having trained.
@@ -26,6 +32,14 @@ from enum import StrEnum
 
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.app.typing import ConfigRecordValues, MetricRecordValues
+from pydantic import ValidationError
+
+from fedgaze.labels.rows import ReleasedLabel
+
+LABELS_ACTION = "labels"
+"""The ClientApp's query action that releases preference labels."""
+LABELS_MESSAGE_TYPE = f"query.{LABELS_ACTION}"
+"""The Flower message type of a labels request."""
 
 
 class Record(StrEnum):
@@ -36,6 +50,17 @@ class Record(StrEnum):
     METRICS = "metrics"
     DEVICE = "device"
     DP_RECORD = "dp-record"
+    LABELS = "labels"
+
+
+class LabelKey(StrEnum):
+    """The keys of a labels reply's ``labels`` record: parallel lists, one entry per row."""
+
+    PROMPT_IDS = "prompt-ids"
+    LEFT_IDS = "left-ids"
+    RIGHT_IDS = "right-ids"
+    RIGHT_PREFERRED = "right-preferred"
+    FLIP_RATES = "flip-rates"
 
 
 class DeviceKey(StrEnum):
@@ -84,6 +109,8 @@ class ReplyStatus(StrEnum):
     """Reply to an evaluate message."""
     PAUSED = "paused"
     """The person paused the device: nothing was read, trained or charged."""
+    RELEASED = "released"
+    """Reply to a labels message: the device released its preference labels."""
 
 
 def _present(*pairs: tuple[Metric, float | None]) -> dict[str, float]:
@@ -202,7 +229,8 @@ def reply_content(
     arrays: ArrayRecord | None = None,
     dp_record: str | None = None,
 ) -> RecordDict:
-    """Build a reply RecordDict in the contract's shape (``dp_record``: a signed ledger line)."""
+    """Build a reply RecordDict in the contract's shape (``dp_record``: a signed ledger line;
+    add a labels reply's rows with :func:`labels_record`)."""
     device: dict[str, ConfigRecordValues] = {
         DeviceKey.DEVICE_ID.value: device_id,
         DeviceKey.STATUS.value: status.value,
@@ -245,3 +273,59 @@ def parse_report(msg: Message) -> DeviceReport:
         metrics=metrics,
         dp_record=dp_record,
     )
+
+
+def labels_record(rows: tuple[ReleasedLabel, ...]) -> ConfigRecord:
+    """The ``labels`` record of a labels reply."""
+    return ConfigRecord(
+        {
+            LabelKey.PROMPT_IDS.value: [r.prompt_id for r in rows],
+            LabelKey.LEFT_IDS.value: [r.left_id for r in rows],
+            LabelKey.RIGHT_IDS.value: [r.right_id for r in rows],
+            LabelKey.RIGHT_PREFERRED.value: [r.right_preferred for r in rows],
+            LabelKey.FLIP_RATES.value: [r.flip_rate for r in rows],
+        }
+    )
+
+
+def parse_label_rows(content: RecordDict) -> tuple[ReleasedLabel, ...]:
+    """The rows of a labels reply's content; ValueError naming the key or row when it breaks
+    the contract."""
+    record = content.config_records.get(Record.LABELS)
+    if record is None:
+        raise ValueError(f"labels reply lacks its {Record.LABELS.value!r} record")
+    columns = {}
+    for key in LabelKey:
+        value = record.get(key)
+        if value is None:
+            value = []
+        if not isinstance(value, list):
+            raise ValueError(f"labels record {key.value!r} is not a list")
+        columns[key] = value
+    lengths = {len(v) for v in columns.values()}
+    if len(lengths) > 1:
+        raise ValueError(f"labels record lists differ in length: {sorted(lengths)}")
+    rows: list[ReleasedLabel] = []
+    seen: dict[tuple[str, str, str], int] = {}
+    for i, values in enumerate(zip(*columns.values(), strict=True)):
+        prompt, left, right, bit, rate = values
+        try:
+            rows.append(
+                ReleasedLabel(
+                    prompt_id=prompt,
+                    left_id=left,
+                    right_id=right,
+                    right_preferred=bit,
+                    flip_rate=rate,
+                )
+            )
+        except ValidationError as err:
+            first = err.errors()[0]
+            raise ValueError(f"labels row {i}: {first['loc'][0]}: {first['msg']}") from None
+        comparison = rows[-1].key
+        if comparison in seen:
+            raise ValueError(
+                f"labels row {i}: comparison {list(comparison)} repeats row {seen[comparison]}"
+            )
+        seen[comparison] = i
+    return tuple(rows)

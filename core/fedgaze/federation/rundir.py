@@ -56,6 +56,16 @@ class RunLayout:
         return self.root / SERVER_LEDGER_FILE
 
     @property
+    def labels(self) -> Path:
+        """The accepted preference-label releases (:mod:`fedgaze.labels.store`)."""
+        return self.root / "labels.db"
+
+    @property
+    def served_log(self) -> Path:
+        """A demo's log of the prompts and answers it served (``fedgaze alignment export``)."""
+        return self.root / "served.jsonl"
+
+    @property
     def server_key(self) -> Path:
         """The Ed25519 key that signs the server ledger (mode 0600)."""
         return self.root / SERVER_KEY_FILE

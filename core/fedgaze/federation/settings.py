@@ -14,6 +14,7 @@ from typing import Any, Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from fedgaze import defaults
+from fedgaze.labels.rows import LabelSource
 from fedgaze.privacy.params import DeviceBudget, DPSGDParams
 
 M = TypeVar("M", bound=BaseModel)
@@ -109,6 +110,25 @@ class RoundPlan(TrainingPlan):
         return _flat(self)
 
 
+class LabelPlan(_Frozen):
+    """What the server asks in a labels message (a ConfigRecord): release a noised preference
+    for every comparison at ``epsilon_label``, with the model after ``server_round``."""
+
+    run_key: str = Field(min_length=1)
+    server_round: int = Field(ge=0)
+    epsilon_label: float = Field(gt=0, le=50, allow_inf_nan=False)
+    label_source: LabelSource = defaults.LABEL_SOURCE
+
+    @classmethod
+    def from_config(cls, flat: Mapping[str, Any]) -> LabelPlan:
+        """Parse the ConfigRecord a labels message carries."""
+        return _parse(cls, flat, "labels config")
+
+    def to_config(self) -> dict[str, Any]:
+        """Flat mapping for a Flower ConfigRecord."""
+        return _flat(self)
+
+
 @dataclass(frozen=True)
 class ClientDPSpend:
     """Client-level DP of the aggregate after some rounds: Gaussian noise of
@@ -153,6 +173,10 @@ class ServerSettings(TrainingPlan):
     max_update_norm: float | None = Field(default=None, gt=0, allow_inf_nan=False)
     """An update whose L2 distance from the model the server sent exceeds this is refused
     (None: no bound; non-finite, misshapen and stale updates are always refused)."""
+    epsilon_label: float | None = Field(default=None, gt=0, le=50, allow_inf_nan=False)
+    """After the last round, ask every device for its preference labels, released with
+    randomized response at this epsilon (None: no labels round)."""
+    label_source: LabelSource = defaults.LABEL_SOURCE
     resume: bool = False
     """Continue the run recorded in ``run_dir`` after its last committed round instead of
     starting one (see :func:`fedgaze.server.ledger.resume_conflicts` for what may change)."""
@@ -201,6 +225,17 @@ class ServerSettings(TrainingPlan):
     def to_run_config(self) -> dict[str, Any]:
         """Flat mapping written into the Flower app's ``[tool.flwr.app.config]``."""
         return _flat(self)
+
+    def label_plan(self) -> LabelPlan | None:
+        """The labels message's plan (with the final model), or None without a labels round."""
+        if self.epsilon_label is None:
+            return None
+        return LabelPlan(
+            run_key=self.run_key,
+            server_round=self.rounds,
+            epsilon_label=self.epsilon_label,
+            label_source=self.label_source,
+        )
 
     def plan(self, server_round: int) -> RoundPlan:
         """The plan sent to devices for ``server_round``."""

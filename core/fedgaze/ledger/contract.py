@@ -3,10 +3,12 @@
 Two kinds of ledger (:mod:`fedgaze.ledger.records` is their record format and storage):
 
 - a device's ``ledger.jsonl`` signed with its ``device_key.pem``: one ``dp-round`` record per
-  charge (:mod:`fedgaze.ledger.device` writes them), with exactly :data:`DP_ROUND_FIELDS`;
+  charge, with exactly :data:`DP_ROUND_FIELDS`, and one ``label-release`` record per labels
+  message it answered, with exactly :data:`LABEL_RELEASE_FIELDS` (:mod:`fedgaze.ledger.device`
+  writes them);
 - the server's ``server_ledger.db`` signed with ``server_key.pem``: ``run-start``,
-  ``run-resume`` and one ``server-round`` record per committed round
-  (:mod:`fedgaze.server.ledger` writes them).
+  ``run-resume``, one ``server-round`` record per committed round and one ``labels-round``
+  record per labels round (:mod:`fedgaze.server.ledger` writes them).
 
 Nothing here imports an accountant or a training stack: the server, the auditor and the device
 agent read these names without paying for them.
@@ -36,6 +38,10 @@ class RecordKind(StrEnum):
     """A restarted server continuing the run after its last committed round."""
     SERVER_ROUND = "server-round"
     """A committed round: accepted device records, refusals, failures, the aggregation."""
+    LABEL_RELEASE = "label-release"
+    """A device's randomized-response release of preference labels for one ``(run_id, round)``."""
+    LABELS_ROUND = "labels-round"
+    """The server's labels round: the accepted ``label-release`` records, refusals, failures."""
 
 
 DP_ROUND_FIELDS = (
@@ -54,6 +60,29 @@ DP_ROUND_FIELDS = (
     "time",
 )
 """What a ``dp-round`` body holds; the secret noise seed and the data digests never among them."""
+
+LABEL_RELEASE_FIELDS = (
+    "run_id",
+    "round",
+    "device",
+    "epsilon_label",
+    "flip_rate",
+    "source",
+    "released",
+    "resent",
+    "rows",
+    "rows_sha256",
+    "after_charges",
+    "delta",
+    "accountant",
+    "epsilon",
+    "epsilon_budget",
+    "versions",
+    "time",
+)
+"""What a ``label-release`` body holds: ``released`` comparisons charged now, ``resent`` ones
+released earlier and sent again (free), ``rows`` = both, whose canonical digest is
+``rows_sha256``; ``epsilon`` is the device's cumulative epsilon with this release."""
 
 SECRET_FIELDS = ("noise_seed", "input_digest", "output_digest")
 """Privacy-state fields kept on the device only: a ledger record holding one is a leak."""

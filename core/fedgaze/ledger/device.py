@@ -1,4 +1,5 @@
-"""The device's signed privacy ledger: one ``dp-round`` record per charged round.
+"""The device's signed privacy ledger: one ``dp-round`` record per charged round, one
+``label-release`` record per label release.
 
 The device keeps two files: ``privacy_state.json`` (:mod:`fedgaze.privacy.state`, the working
 accountant history with the secret noise seeds needed for exact replay) and ``ledger.jsonl``
@@ -9,6 +10,9 @@ Order of writes: the privacy state is saved first (it is what the budget check r
 :func:`sync_ledger` appends a record for every event the ledger lacks. It runs on every train
 message before anything else, so an event saved just before a crash is appended by the next
 message; a retried round that was replayed adds nothing (its event is already recorded).
+Records are appended in the order the device made its charges (a label release sits after the
+DP-SGD charges it followed: :attr:`fedgaze.privacy.state.LabelEvent.after_charges`), each with
+the cumulative epsilon of everything up to it.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from fedgaze.labels.rows import ReleasedLabel, rows_digest
 from fedgaze.ledger.contract import (
     RecordKind,
     device_key_path,
@@ -28,7 +33,7 @@ from fedgaze.ledger.keys import load_or_create_signing_key, pseudonym, public_ke
 from fedgaze.ledger.records import JsonlLedger, LedgerRecord
 from fedgaze.privacy.accounting import epsilon_for
 from fedgaze.privacy.params import DeviceBudget
-from fedgaze.privacy.state import PrivacyEvent, PrivacyState
+from fedgaze.privacy.state import LabelEvent, PrivacyEvent, PrivacyState
 
 
 def dp_round_body(
@@ -58,13 +63,67 @@ def dp_round_body(
     }
 
 
-def recorded_keys(records: Iterable[LedgerRecord]) -> set[tuple[str, int]]:
-    """The ``(run_id, round)`` of every ``dp-round`` record."""
+def label_release_body(
+    event: LabelEvent,
+    *,
+    earlier: tuple[ReleasedLabel, ...],
+    device: str,
+    epsilon: float,
+    budget: DeviceBudget,
+    time: str,
+    versions: dict[str, str | None],
+) -> dict[str, Any]:
+    """The body of the ``label-release`` record of ``event`` (pure); ``earlier`` are the rows
+    released before it, which its reply sends again."""
     return {
-        (str(r.body.get("run_id")), int(r.body.get("round", -1)))
-        for r in records
-        if r.kind == RecordKind.DP_ROUND
+        "run_id": event.run_id,
+        "round": event.round,
+        "device": device,
+        "epsilon_label": event.epsilon_label,
+        "flip_rate": event.flip_rate,
+        "source": event.source,
+        "released": len(event.rows),
+        "resent": len(earlier),
+        "rows": len(earlier) + len(event.rows),
+        "rows_sha256": rows_digest((*earlier, *event.rows)),
+        "after_charges": event.after_charges,
+        "delta": budget.delta,
+        "accountant": budget.accountant,
+        "epsilon": epsilon,
+        "epsilon_budget": budget.epsilon_budget,
+        "versions": dict(versions),
+        "time": time,
     }
+
+
+def recorded_keys(
+    records: Iterable[LedgerRecord], kind: RecordKind = RecordKind.DP_ROUND
+) -> set[tuple[str, int]]:
+    """The ``(run_id, round)`` of every record of ``kind``."""
+    return {
+        (str(r.body.get("run_id")), int(r.body.get("round", -1))) for r in records if r.kind == kind
+    }
+
+
+def timeline(state: PrivacyState) -> list[PrivacyEvent | LabelEvent]:
+    """Every charge and label release in the order the device made them."""
+    out: list[PrivacyEvent | LabelEvent] = []
+    labels = list(state.labels)
+    for index, event in enumerate(state.events):
+        while labels and labels[0].after_charges <= index:
+            out.append(labels.pop(0))
+        out.append(event)
+    return out + labels
+
+
+def epsilon_through(state: PrivacyState, position: int, budget: DeviceBudget) -> float:
+    """Cumulative epsilon of the first ``position + 1`` entries of :func:`timeline`."""
+    done = timeline(state)[: position + 1]
+    history = [e.entry for e in done if isinstance(e, PrivacyEvent)]
+    label = max(
+        (e.epsilon_label for e in done if isinstance(e, LabelEvent) and e.rows), default=None
+    )
+    return epsilon_for(history, budget.delta, budget.accountant, label)
 
 
 def missing_events(
@@ -76,30 +135,39 @@ def missing_events(
 
 
 def sync_ledger(
-    device_dir: str | Path, state: PrivacyState, budget: DeviceBudget
+    device_dir: str | Path,
+    state: PrivacyState,
+    budget: DeviceBudget,
+    kind: RecordKind = RecordKind.DP_ROUND,
 ) -> dict[tuple[str, int], LedgerRecord]:
-    """Append a signed ``dp-round`` record for every event of ``state`` the ledger lacks.
+    """Append a signed record for every charge and label release of ``state`` the ledger lacks.
 
-    Creates the device key and the ledger on first use. The record's ``epsilon`` is the
-    cumulative epsilon of the state's events up to and including that one. Returns every
-    ``dp-round`` record by ``(run_id, round)``.
+    Creates the device key and the ledger on first use. A record's ``epsilon`` is the
+    cumulative epsilon of everything the device did up to and including it. Returns every
+    record of ``kind`` (``dp-round`` or ``label-release``) by ``(run_id, round)``.
     """
     key = load_or_create_signing_key(device_key_path(device_dir))
     device = pseudonym(public_key_b64(key))
     with JsonlLedger.open(device_ledger_path(device_dir), key) as ledger:
-        for index, event in missing_events(state, ledger.records):
-            history = [e.entry for e in state.events[: index + 1]]
-            body = dp_round_body(
-                event,
-                device=device,
-                epsilon=epsilon_for(history, budget.delta, budget.accountant),
-                budget=budget,
-                time=datetime.now(UTC).isoformat(timespec="seconds"),
-                versions=software_versions(),
-            )
-            ledger.append(RecordKind.DP_ROUND, body)
+        charged = recorded_keys(ledger.records)
+        released = recorded_keys(ledger.records, RecordKind.LABEL_RELEASE)
+        for position, event in enumerate(timeline(state)):
+            if event.key in (charged if isinstance(event, PrivacyEvent) else released):
+                continue
+            common: dict[str, Any] = {
+                "device": device,
+                "epsilon": epsilon_through(state, position, budget),
+                "budget": budget,
+                "time": datetime.now(UTC).isoformat(timespec="seconds"),
+                "versions": software_versions(),
+            }
+            if isinstance(event, PrivacyEvent):
+                ledger.append(RecordKind.DP_ROUND, dp_round_body(event, **common))
+            else:
+                body = label_release_body(event, earlier=state.rows_before(event), **common)
+                ledger.append(RecordKind.LABEL_RELEASE, body)
         return {
             (str(r.body["run_id"]), int(r.body["round"])): r
             for r in ledger.records
-            if r.kind == RecordKind.DP_ROUND
+            if r.kind == kind
         }

@@ -17,6 +17,7 @@ import numpy as np
 from opacus.accountants import PRVAccountant
 from opacus.accountants.analysis import rdp as rdp_analysis
 
+from fedgaze.privacy.label_dp import label_rdp
 from fedgaze.privacy.params import AccountantName
 
 HistoryEntry = tuple[float, float, int]
@@ -101,24 +102,44 @@ def _rdp_per_step(noise_multiplier: float, sample_rate: float) -> np.ndarray:
     return vec
 
 
-def _rdp_epsilon(merged: Sequence[HistoryEntry], delta: float) -> float:
-    """Opacus' RDP epsilon (same conversion as ``RDPAccountant``) from cached per-step RDP."""
-    total = sum(_rdp_per_step(sigma, rate) * steps for sigma, rate, steps in merged)
+def _rdp_epsilon(
+    merged: Sequence[HistoryEntry], delta: float, label_epsilon: float | None = None
+) -> float:
+    """Opacus' RDP epsilon (same conversion as ``RDPAccountant``) from cached per-step RDP,
+    plus one label release at ``label_epsilon`` (:func:`fedgaze.privacy.label_dp.label_rdp`)."""
+    total = sum(
+        (_rdp_per_step(sigma, rate) * steps for sigma, rate, steps in merged),
+        np.zeros(len(RDP_ORDERS)),
+    )
+    if label_epsilon is not None:
+        total = total + label_rdp(label_epsilon, RDP_ORDERS)
     eps, _ = rdp_analysis.get_privacy_spent(orders=list(RDP_ORDERS), rdp=total, delta=delta)
     return float(eps)
 
 
 def epsilon_for(
-    history: Iterable[Sequence[float]], delta: float, accountant: AccountantName = "rdp"
+    history: Iterable[Sequence[float]],
+    delta: float,
+    accountant: AccountantName = "rdp",
+    label_epsilon: float | None = None,
 ) -> float:
-    """Epsilon at ``delta`` after every entry of ``history`` (0.0 for an empty history).
+    """Epsilon at ``delta`` after every entry of ``history`` (0.0 for an empty history) and,
+    with ``label_epsilon``, one randomized-response label release at that epsilon.
 
     ``"rdp"`` uses Opacus' ``RDPAccountant`` over :data:`RDP_ORDERS`; ``"prv"`` uses its
     ``PRVAccountant`` (numerical composition, tighter; the reported value is its upper bound).
+    A label release is composed in RDP (:mod:`fedgaze.privacy.label_dp`); the result is the
+    smaller of that bound and the DP-SGD epsilon plus ``label_epsilon`` (basic composition with
+    a pure ``label_epsilon``-DP release), both valid.
     """
     if not 0 < delta < 1:
         raise ValueError(f"delta must be in (0, 1), got {delta}")
     merged = merge_history(history)
+    if label_epsilon is not None:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=ORDER_GRID_NOTICE, category=UserWarning)
+            composed = _rdp_epsilon(merged, delta, label_epsilon)
+        return min(composed, epsilon_for(merged, delta, accountant) + label_epsilon)
     if not merged:
         return 0.0
     with warnings.catch_warnings():
@@ -138,9 +159,10 @@ def epsilon_if(
     next_entry: Sequence[float],
     delta: float,
     accountant: AccountantName = "rdp",
+    label_epsilon: float | None = None,
 ) -> float:
     """Epsilon the history would reach with ``next_entry`` appended (for checks before training)."""
-    return epsilon_for([*history, next_entry], delta, accountant)
+    return epsilon_for([*history, next_entry], delta, accountant, label_epsilon)
 
 
 def check_budget(
@@ -150,10 +172,14 @@ def check_budget(
     delta: float,
     budget: float,
     accountant: AccountantName = "rdp",
+    label_epsilon: float | None = None,
 ) -> tuple[float, float]:
-    """``(spent, next)`` epsilons; :class:`BudgetExhausted` if ``next`` would exceed ``budget``."""
-    spent = epsilon_for(history, delta, accountant)
-    after = epsilon_if(history, next_entry, delta, accountant)
+    """``(spent, next)`` epsilons; :class:`BudgetExhausted` if ``next`` would exceed ``budget``.
+
+    ``label_epsilon``: the device's label releases so far (the largest epsilon_label).
+    """
+    spent = epsilon_for(history, delta, accountant, label_epsilon)
+    after = epsilon_if(history, next_entry, delta, accountant, label_epsilon)
     if after > budget:
         raise BudgetExhausted(spent, after, budget, delta)
     return spent, after
@@ -165,16 +191,26 @@ spend the most, larger ones less (sample-rate amplification)."""
 
 
 def worst_case_epsilon(
-    noise_multiplier: float, *, rounds: int, local_epochs: int, delta: float
+    noise_multiplier: float,
+    *,
+    rounds: int,
+    local_epochs: int,
+    delta: float,
+    label_epsilon: float | None = None,
 ) -> float:
-    """Largest epsilon a device reaches after ``rounds`` rounds at ``noise_multiplier``.
+    """Largest epsilon a device reaches after ``rounds`` rounds at ``noise_multiplier`` (and a
+    label release at ``label_epsilon``).
 
     A device with ``k`` Poisson batches per epoch (``k = ceil(n / batch_size)``) trains at
     sample rate ``1/k`` for ``k * local_epochs`` steps per round; the maximum is taken over
     :data:`WORST_CASE_BATCHES`.
     """
     return max(
-        epsilon_for([(noise_multiplier, 1.0 / k, k * local_epochs * rounds)], delta)
+        epsilon_for(
+            [(noise_multiplier, 1.0 / k, k * local_epochs * rounds)],
+            delta,
+            label_epsilon=label_epsilon,
+        )
         for k in WORST_CASE_BATCHES
     )
 
@@ -186,9 +222,11 @@ def calibrate_noise_multiplier(
     local_epochs: int,
     delta: float,
     tolerance: float = 0.01,
+    label_epsilon: float | None = None,
 ) -> float:
-    """A noise multiplier at which every device fits ``rounds`` rounds into ``epsilon_budget``,
-    so a planned run is not cut short by exhausted budgets.
+    """A noise multiplier at which every device fits ``rounds`` rounds (and, with
+    ``label_epsilon``, the label release after them) into ``epsilon_budget``, so a planned run
+    is not cut short by exhausted budgets.
 
     Bisects on the one-batch device (sample rate 1, the largest spender), then confirms the
     worst case over :data:`WORST_CASE_BATCHES`. Devices still enforce their own budgets; this
@@ -196,10 +234,19 @@ def calibrate_noise_multiplier(
     """
     if epsilon_budget <= 0:
         raise ValueError(f"epsilon budget must be > 0, got {epsilon_budget}")
+    if label_epsilon is not None and epsilon_for([], delta, label_epsilon=label_epsilon) >= (
+        epsilon_budget
+    ):
+        raise ValueError(
+            f"epsilon_label {label_epsilon:g} leaves no room for training in the device "
+            f"budget {epsilon_budget:g}"
+        )
     steps = local_epochs * rounds
 
     def fits(sigma: float) -> bool:
-        return epsilon_for([(sigma, 1.0, steps)], delta) <= epsilon_budget
+        return epsilon_for([(sigma, 1.0, steps)], delta, label_epsilon=label_epsilon) <= (
+            epsilon_budget
+        )
 
     low, high = 0.3, 1.0
     while not fits(high):
@@ -213,7 +260,13 @@ def calibrate_noise_multiplier(
         low, high = (low, mid) if fits(mid) else (mid, high)
     sigma = round(high, 3)
     while (
-        worst_case_epsilon(sigma, rounds=rounds, local_epochs=local_epochs, delta=delta)
+        worst_case_epsilon(
+            sigma,
+            rounds=rounds,
+            local_epochs=local_epochs,
+            delta=delta,
+            label_epsilon=label_epsilon,
+        )
         > epsilon_budget
     ):
         sigma = round(sigma * 1.02 + 0.001, 3)

@@ -322,6 +322,7 @@ def train_local(
         delta=cfg.delta,
         budget=cfg.epsilon_budget,
         accountant=cfg.accountant,
+        label_epsilon=state.label_epsilon,
     )
     noise_seed = secrets.randbits(63)
     weights, history, loss = _dp_sgd(model, Xa, ya, cfg, noise_seed)

@@ -24,31 +24,31 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x66\x65\x64gaze/v1/capture.proto\x12\nfedgaze.v1\"\xc1\x01\n\tQueryMeta\x12\x10\n\x08query_id\x18\x01 \x01(\x04\x12\x0f\n\x07task_id\x18\x02 \x01(\x04\x12\x10\n\x08pairwise\x18\x03 \x01(\x08\x12\x0e\n\x06prompt\x18\x04 \x01(\t\x12\x15\n\rresponse_left\x18\x05 \x01(\t\x12\x1b\n\x0eresponse_right\x18\x06 \x01(\tH\x00\x88\x01\x01\x12\x18\n\x0bshown_at_ms\x18\x07 \x01(\x01H\x01\x88\x01\x01\x42\x11\n\x0f_response_rightB\x0e\n\x0c_shown_at_ms\"\xa6\x02\n\x06Sample\x12\x15\n\x08query_id\x18\x01 \x01(\x04H\x00\x88\x01\x01\x12$\n\x04kind\x18\x02 \x01(\x0e\x32\x16.fedgaze.v1.SampleKind\x12\x11\n\x04t_ms\x18\x03 \x01(\x01H\x01\x88\x01\x01\x12\x0e\n\x01x\x18\x04 \x01(\x01H\x02\x88\x01\x01\x12\x0e\n\x01y\x18\x05 \x01(\x01H\x03\x88\x01\x01\x12\x1e\n\x04side\x18\x06 \x01(\x0e\x32\x10.fedgaze.v1.Side\x12\x17\n\nchar_index\x18\x07 \x01(\x05H\x04\x88\x01\x01\x12\x15\n\x08validate\x18\x08 \x01(\x05H\x05\x88\x01\x01\x12\x13\n\x06\x64\x65tail\x18\t \x01(\tH\x06\x88\x01\x01\x42\x0b\n\t_query_idB\x07\n\x05_t_msB\x04\n\x02_xB\x04\n\x02_yB\r\n\x0b_char_indexB\x0b\n\t_validateB\t\n\x07_detail\"9\n\tRejection\x12\r\n\x05index\x18\x01 \x01(\x04\x12\r\n\x05\x66ield\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"b\n\rStreamSummary\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x04\x12\'\n\x08rejected\x18\x02 \x03(\x0b\x32\x15.fedgaze.v1.Rejection\x12\x16\n\x0erejected_total\x18\x03 \x01(\x04\"\x97\x01\n\x05Label\x12\x10\n\x08query_id\x18\x01 \x01(\x04\x12\x17\n\npreference\x18\x02 \x01(\rH\x00\x88\x01\x01\x12\x18\n\x0blikert_left\x18\x03 \x01(\x01H\x01\x88\x01\x01\x12\x19\n\x0clikert_right\x18\x04 \x01(\x01H\x02\x88\x01\x01\x42\r\n\x0b_preferenceB\x0e\n\x0c_likert_leftB\x0f\n\r_likert_right\"1\n\x0b\x43\x61libration\x12\x0f\n\x07task_id\x18\x01 \x01(\x04\x12\x11\n\tprecision\x18\x02 \x01(\x01\"\x05\n\x03\x41\x63k*\xcf\x01\n\nSampleKind\x12\x1b\n\x17SAMPLE_KIND_UNSPECIFIED\x10\x00\x12\x14\n\x10SAMPLE_KIND_GAZE\x10\x01\x12\x15\n\x11SAMPLE_KIND_MOUSE\x10\x02\x12\x16\n\x12SAMPLE_KIND_SCROLL\x10\x03\x12\x15\n\x11SAMPLE_KIND_CLICK\x10\x04\x12\x16\n\x12SAMPLE_KIND_SELECT\x10\x05\x12\x14\n\x10SAMPLE_KIND_COPY\x10\x06\x12\x1a\n\x16SAMPLE_KIND_VISIBILITY\x10\x07*J\n\x04Side\x12\x14\n\x10SIDE_UNSPECIFIED\x10\x00\x12\r\n\tSIDE_NONE\x10\x01\x12\r\n\tSIDE_LEFT\x10\x02\x12\x0e\n\nSIDE_RIGHT\x10\x03\x32\xed\x01\n\x07\x43\x61pture\x12\x34\n\nBeginQuery\x12\x15.fedgaze.v1.QueryMeta\x1a\x0f.fedgaze.v1.Ack\x12@\n\rStreamSamples\x12\x12.fedgaze.v1.Sample\x1a\x19.fedgaze.v1.StreamSummary(\x01\x12.\n\x08SetLabel\x12\x11.fedgaze.v1.Label\x1a\x0f.fedgaze.v1.Ack\x12:\n\x0eSetCalibration\x12\x17.fedgaze.v1.Calibration\x1a\x0f.fedgaze.v1.Ackb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x66\x65\x64gaze/v1/capture.proto\x12\nfedgaze.v1\"\xd1\x02\n\tQueryMeta\x12\x10\n\x08query_id\x18\x01 \x01(\x04\x12\x0f\n\x07task_id\x18\x02 \x01(\x04\x12\x10\n\x08pairwise\x18\x03 \x01(\x08\x12\x0e\n\x06prompt\x18\x04 \x01(\t\x12\x15\n\rresponse_left\x18\x05 \x01(\t\x12\x1b\n\x0eresponse_right\x18\x06 \x01(\tH\x00\x88\x01\x01\x12\x18\n\x0bshown_at_ms\x18\x07 \x01(\x01H\x01\x88\x01\x01\x12\x16\n\tprompt_id\x18\x08 \x01(\tH\x02\x88\x01\x01\x12\x1d\n\x10response_left_id\x18\t \x01(\tH\x03\x88\x01\x01\x12\x1e\n\x11response_right_id\x18\n \x01(\tH\x04\x88\x01\x01\x42\x11\n\x0f_response_rightB\x0e\n\x0c_shown_at_msB\x0c\n\n_prompt_idB\x13\n\x11_response_left_idB\x14\n\x12_response_right_id\"\xa6\x02\n\x06Sample\x12\x15\n\x08query_id\x18\x01 \x01(\x04H\x00\x88\x01\x01\x12$\n\x04kind\x18\x02 \x01(\x0e\x32\x16.fedgaze.v1.SampleKind\x12\x11\n\x04t_ms\x18\x03 \x01(\x01H\x01\x88\x01\x01\x12\x0e\n\x01x\x18\x04 \x01(\x01H\x02\x88\x01\x01\x12\x0e\n\x01y\x18\x05 \x01(\x01H\x03\x88\x01\x01\x12\x1e\n\x04side\x18\x06 \x01(\x0e\x32\x10.fedgaze.v1.Side\x12\x17\n\nchar_index\x18\x07 \x01(\x05H\x04\x88\x01\x01\x12\x15\n\x08validate\x18\x08 \x01(\x05H\x05\x88\x01\x01\x12\x13\n\x06\x64\x65tail\x18\t \x01(\tH\x06\x88\x01\x01\x42\x0b\n\t_query_idB\x07\n\x05_t_msB\x04\n\x02_xB\x04\n\x02_yB\r\n\x0b_char_indexB\x0b\n\t_validateB\t\n\x07_detail\"9\n\tRejection\x12\r\n\x05index\x18\x01 \x01(\x04\x12\r\n\x05\x66ield\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"b\n\rStreamSummary\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x04\x12\'\n\x08rejected\x18\x02 \x03(\x0b\x32\x15.fedgaze.v1.Rejection\x12\x16\n\x0erejected_total\x18\x03 \x01(\x04\"\x97\x01\n\x05Label\x12\x10\n\x08query_id\x18\x01 \x01(\x04\x12\x17\n\npreference\x18\x02 \x01(\rH\x00\x88\x01\x01\x12\x18\n\x0blikert_left\x18\x03 \x01(\x01H\x01\x88\x01\x01\x12\x19\n\x0clikert_right\x18\x04 \x01(\x01H\x02\x88\x01\x01\x42\r\n\x0b_preferenceB\x0e\n\x0c_likert_leftB\x0f\n\r_likert_right\"1\n\x0b\x43\x61libration\x12\x0f\n\x07task_id\x18\x01 \x01(\x04\x12\x11\n\tprecision\x18\x02 \x01(\x01\"\x05\n\x03\x41\x63k*\xcf\x01\n\nSampleKind\x12\x1b\n\x17SAMPLE_KIND_UNSPECIFIED\x10\x00\x12\x14\n\x10SAMPLE_KIND_GAZE\x10\x01\x12\x15\n\x11SAMPLE_KIND_MOUSE\x10\x02\x12\x16\n\x12SAMPLE_KIND_SCROLL\x10\x03\x12\x15\n\x11SAMPLE_KIND_CLICK\x10\x04\x12\x16\n\x12SAMPLE_KIND_SELECT\x10\x05\x12\x14\n\x10SAMPLE_KIND_COPY\x10\x06\x12\x1a\n\x16SAMPLE_KIND_VISIBILITY\x10\x07*J\n\x04Side\x12\x14\n\x10SIDE_UNSPECIFIED\x10\x00\x12\r\n\tSIDE_NONE\x10\x01\x12\r\n\tSIDE_LEFT\x10\x02\x12\x0e\n\nSIDE_RIGHT\x10\x03\x32\xed\x01\n\x07\x43\x61pture\x12\x34\n\nBeginQuery\x12\x15.fedgaze.v1.QueryMeta\x1a\x0f.fedgaze.v1.Ack\x12@\n\rStreamSamples\x12\x12.fedgaze.v1.Sample\x1a\x19.fedgaze.v1.StreamSummary(\x01\x12.\n\x08SetLabel\x12\x11.fedgaze.v1.Label\x1a\x0f.fedgaze.v1.Ack\x12:\n\x0eSetCalibration\x12\x17.fedgaze.v1.Calibration\x1a\x0f.fedgaze.v1.Ackb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'fedgaze.v1.capture_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_SAMPLEKIND']._serialized_start=905
-  _globals['_SAMPLEKIND']._serialized_end=1112
-  _globals['_SIDE']._serialized_start=1114
-  _globals['_SIDE']._serialized_end=1188
+  _globals['_SAMPLEKIND']._serialized_start=1049
+  _globals['_SAMPLEKIND']._serialized_end=1256
+  _globals['_SIDE']._serialized_start=1258
+  _globals['_SIDE']._serialized_end=1332
   _globals['_QUERYMETA']._serialized_start=41
-  _globals['_QUERYMETA']._serialized_end=234
-  _globals['_SAMPLE']._serialized_start=237
-  _globals['_SAMPLE']._serialized_end=531
-  _globals['_REJECTION']._serialized_start=533
-  _globals['_REJECTION']._serialized_end=590
-  _globals['_STREAMSUMMARY']._serialized_start=592
-  _globals['_STREAMSUMMARY']._serialized_end=690
-  _globals['_LABEL']._serialized_start=693
-  _globals['_LABEL']._serialized_end=844
-  _globals['_CALIBRATION']._serialized_start=846
-  _globals['_CALIBRATION']._serialized_end=895
-  _globals['_ACK']._serialized_start=897
-  _globals['_ACK']._serialized_end=902
-  _globals['_CAPTURE']._serialized_start=1191
-  _globals['_CAPTURE']._serialized_end=1428
+  _globals['_QUERYMETA']._serialized_end=378
+  _globals['_SAMPLE']._serialized_start=381
+  _globals['_SAMPLE']._serialized_end=675
+  _globals['_REJECTION']._serialized_start=677
+  _globals['_REJECTION']._serialized_end=734
+  _globals['_STREAMSUMMARY']._serialized_start=736
+  _globals['_STREAMSUMMARY']._serialized_end=834
+  _globals['_LABEL']._serialized_start=837
+  _globals['_LABEL']._serialized_end=988
+  _globals['_CALIBRATION']._serialized_start=990
+  _globals['_CALIBRATION']._serialized_end=1039
+  _globals['_ACK']._serialized_start=1041
+  _globals['_ACK']._serialized_end=1046
+  _globals['_CAPTURE']._serialized_start=1335
+  _globals['_CAPTURE']._serialized_end=1572
 # @@protoc_insertion_point(module_scope)

@@ -38,7 +38,7 @@ SIDE_LEFT: Side
 SIDE_RIGHT: Side
 
 class QueryMeta(_message.Message):
-    __slots__ = ("query_id", "task_id", "pairwise", "prompt", "response_left", "response_right", "shown_at_ms")
+    __slots__ = ("query_id", "task_id", "pairwise", "prompt", "response_left", "response_right", "shown_at_ms", "prompt_id", "response_left_id", "response_right_id")
     QUERY_ID_FIELD_NUMBER: _ClassVar[int]
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
     PAIRWISE_FIELD_NUMBER: _ClassVar[int]
@@ -46,6 +46,9 @@ class QueryMeta(_message.Message):
     RESPONSE_LEFT_FIELD_NUMBER: _ClassVar[int]
     RESPONSE_RIGHT_FIELD_NUMBER: _ClassVar[int]
     SHOWN_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    PROMPT_ID_FIELD_NUMBER: _ClassVar[int]
+    RESPONSE_LEFT_ID_FIELD_NUMBER: _ClassVar[int]
+    RESPONSE_RIGHT_ID_FIELD_NUMBER: _ClassVar[int]
     query_id: int
     task_id: int
     pairwise: bool
@@ -53,7 +56,10 @@ class QueryMeta(_message.Message):
     response_left: str
     response_right: str
     shown_at_ms: float
-    def __init__(self, query_id: _Optional[int] = ..., task_id: _Optional[int] = ..., pairwise: _Optional[bool] = ..., prompt: _Optional[str] = ..., response_left: _Optional[str] = ..., response_right: _Optional[str] = ..., shown_at_ms: _Optional[float] = ...) -> None: ...
+    prompt_id: str
+    response_left_id: str
+    response_right_id: str
+    def __init__(self, query_id: _Optional[int] = ..., task_id: _Optional[int] = ..., pairwise: _Optional[bool] = ..., prompt: _Optional[str] = ..., response_left: _Optional[str] = ..., response_right: _Optional[str] = ..., shown_at_ms: _Optional[float] = ..., prompt_id: _Optional[str] = ..., response_left_id: _Optional[str] = ..., response_right_id: _Optional[str] = ...) -> None: ...
 
 class Sample(_message.Message):
     __slots__ = ("query_id", "kind", "t_ms", "x", "y", "side", "char_index", "validate", "detail")

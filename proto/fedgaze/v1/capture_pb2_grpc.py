@@ -60,8 +60,9 @@ class CaptureServicer:
     """Missing associated documentation comment in .proto file."""
 
     def BeginQuery(self, request, context):
-        """Announce a query (its texts and when it was shown) before its samples. Idempotent for the
-        same metadata; different metadata for a known query_id is INVALID_ARGUMENT.
+        """Announce a query (its texts, when it was shown, the service's ids) before its samples.
+        Idempotent for the same metadata; different metadata (ids included) for a known query_id
+        is INVALID_ARGUMENT.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from fedgaze import defaults
 from fedgaze.federation.settings import Aggregation, ServerSettings, SettingsError
+from fedgaze.labels.rows import LabelSource
 from fedgaze.privacy.params import DPSGDParams
 
 
@@ -114,6 +115,14 @@ class AggregationSection(_Section):
     max_update_norm: float | None = Field(default=None, gt=0, allow_inf_nan=False)
 
 
+class LabelsSection(_Section):
+    """The labels round after the last training round (off unless ``enabled``)."""
+
+    enabled: bool = False
+    epsilon_label: float = Field(default=defaults.EPSILON_LABEL, gt=0, le=50, allow_inf_nan=False)
+    source: LabelSource = defaults.LABEL_SOURCE
+
+
 class ServerConfig(_Section):
     """A whole ``server.toml``."""
 
@@ -129,6 +138,7 @@ class ServerConfig(_Section):
     privacy: PrivacySection
     client_dp: ClientDPSection = ClientDPSection()
     aggregation: AggregationSection = AggregationSection()
+    labels: LabelsSection = LabelsSection()
 
     @model_validator(mode="after")
     def _auth_needs_tls(self) -> ServerConfig:
@@ -161,6 +171,8 @@ class ServerConfig(_Section):
             aggregation=agg.rule,
             trim_fraction=agg.trim_fraction,
             max_update_norm=agg.max_update_norm,
+            epsilon_label=self.labels.epsilon_label if self.labels.enabled else None,
+            label_source=self.labels.source,
             **self.federation.model_dump(exclude={"run_timeout"}),
             **dp.model_dump(exclude={"epsilon"}),
         )

@@ -17,7 +17,7 @@ DP parameters the reply declares, and its epsilon is within the server's cap.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,7 +25,8 @@ from typing import Any
 
 from fedgaze.federation.protocol import DP_EVENT_METRICS, DeviceReport
 from fedgaze.federation.rundir import RunLayout
-from fedgaze.federation.settings import ClientDPSpend, RoundPlan, ServerSettings
+from fedgaze.federation.settings import ClientDPSpend, LabelPlan, RoundPlan, ServerSettings
+from fedgaze.labels.rows import ReleasedLabel, rows_digest
 from fedgaze.ledger.contract import RecordKind, software_versions
 from fedgaze.ledger.keys import load_or_create_signing_key, pseudonym
 from fedgaze.ledger.records import LedgerError, LedgerRecord, SqliteLedger, verify_sqlite
@@ -50,6 +51,8 @@ class LedgerProgress:
     last_round: int
     """The last round with a ``server-round`` record: every round up to it is committed."""
     resumes: int
+    labels_rounds: int = 0
+    """How many ``labels-round`` records the run committed."""
 
 
 def ledger_progress(run_dir: str | Path) -> LedgerProgress:
@@ -75,7 +78,8 @@ def ledger_progress(run_dir: str | Path) -> LedgerProgress:
     )
     rounds = [int(r.body["round"]) for r in report.records if r.kind == RecordKind.SERVER_ROUND]
     resumes = sum(r.kind == RecordKind.RUN_RESUME for r in report.records)
-    return LedgerProgress(settings, max(rounds, default=0), resumes)
+    labels = sum(r.kind == RecordKind.LABELS_ROUND for r in report.records)
+    return LedgerProgress(settings, max(rounds, default=0), resumes, labels)
 
 
 def resume_conflicts(original: dict[str, Any], settings: ServerSettings) -> list[str]:
@@ -148,6 +152,46 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
+_RECORD_NAME = {RecordKind.DP_ROUND: "dp-record", RecordKind.LABEL_RELEASE: "label-release record"}
+
+
+def _signed(line: str | None, kind: RecordKind, pinned_key: str | None) -> LedgerRecord:
+    """The verified record of ``kind`` in ``line``, signed by the device's pinned key (pure)."""
+    name = _RECORD_NAME[kind]
+    if line is None:
+        reply = "trained" if kind == RecordKind.DP_ROUND else "labels"
+        raise RecordRefused(f"{reply} reply carries no signed {name}")
+    try:
+        record = LedgerRecord.parse_checked(line)
+    except ValueError as err:
+        raise RecordRefused(f"{name} does not verify: {err}") from None
+    if record.kind != kind:
+        raise RecordRefused(f"{name} is of kind {record.kind!r}, not {kind.value!r}")
+    if pinned_key is not None and record.signer != pinned_key:
+        raise RecordRefused(f"{name} signed by another key than this device used earlier")
+    if record.body.get("device") != pseudonym(record.signer):
+        raise RecordRefused(f"{name} names another device than its signer")
+    return record
+
+
+def _as_asked(body: Mapping[str, Any], kind: RecordKind, **asked: object) -> None:
+    """RecordRefused naming the first field of the record that is not what the server asked."""
+    for name, want in asked.items():
+        if body.get(name) != want:
+            raise RecordRefused(
+                f"{_RECORD_NAME[kind]} {name} is {body.get(name)!r}, the server asked {want!r}"
+            )
+
+
+def _epsilon_within(body: Mapping[str, Any], kind: RecordKind, cap: float | None) -> None:
+    """RecordRefused unless the record's epsilon is a number >= 0 within the server's ``cap``."""
+    epsilon = body.get("epsilon")
+    if not isinstance(epsilon, int | float) or not math.isfinite(epsilon) or epsilon < 0:
+        raise RecordRefused(f"{_RECORD_NAME[kind]} epsilon {epsilon!r} is not a number >= 0")
+    if cap is not None and epsilon > cap:
+        raise RecordRefused(f"device epsilon {epsilon:.4g} exceeds the server's cap {cap:g}")
+
+
 def check_device_record(
     line: str | None,
     *,
@@ -160,45 +204,78 @@ def check_device_record(
 
     ``pinned_key`` is the key this device signed with earlier in the run (None: first sight).
     """
-    if line is None:
-        raise RecordRefused("trained reply carries no signed dp-record")
-    try:
-        record = LedgerRecord.parse_checked(line)
-    except ValueError as err:
-        raise RecordRefused(f"dp-record does not verify: {err}") from None
+    record = _signed(line, RecordKind.DP_ROUND, pinned_key)
     body = record.body
-    if record.kind != RecordKind.DP_ROUND:
-        raise RecordRefused(
-            f"dp-record is of kind {record.kind!r}, not {RecordKind.DP_ROUND.value!r}"
-        )
-    if pinned_key is not None and record.signer != pinned_key:
-        raise RecordRefused("dp-record signed by another key than this device used earlier")
-    if body.get("device") != pseudonym(record.signer):
-        raise RecordRefused("dp-record names another device than its signer")
-    expected = {
-        "run_id": plan.run_key,
-        "round": plan.server_round,
-        "noise_multiplier": plan.noise_multiplier,
-        "max_grad_norm": plan.max_grad_norm,
-    }
-    for name, want in expected.items():
-        if body.get(name) != want:
-            raise RecordRefused(
-                f"dp-record {name} is {body.get(name)!r}, the server asked {want!r}"
-            )
+    _as_asked(
+        body,
+        RecordKind.DP_ROUND,
+        run_id=plan.run_key,
+        round=plan.server_round,
+        noise_multiplier=plan.noise_multiplier,
+        max_grad_norm=plan.max_grad_norm,
+    )
     for metric in DP_EVENT_METRICS:
         name = metric.replace("-", "_")
         if metric in metrics and float(metrics[metric]) != float(body.get(name, math.nan)):
             raise RecordRefused(
                 f"dp-record {name} {body.get(name)!r} differs from the reply's {metrics[metric]!r}"
             )
-    epsilon = body.get("epsilon")
-    if not isinstance(epsilon, int | float) or not math.isfinite(epsilon) or epsilon < 0:
-        raise RecordRefused(f"dp-record epsilon {epsilon!r} is not a number >= 0")
-    if max_device_epsilon is not None and epsilon > max_device_epsilon:
+    _epsilon_within(body, RecordKind.DP_ROUND, max_device_epsilon)
+    return record
+
+
+def check_label_record(
+    line: str | None,
+    *,
+    plan: LabelPlan,
+    rows: tuple[ReleasedLabel, ...],
+    pinned_key: str | None,
+    max_device_epsilon: float | None,
+) -> LedgerRecord:
+    """The device's verified ``label-release`` record for ``plan`` and exactly ``rows``, or
+    :class:`RecordRefused` (pure).
+
+    Checked: hash, signature, pinned key, signer = named device; the run, round, epsilon_label
+    and source asked; a flip rate that is the one of that epsilon_label; the rows' count and
+    digest; the new rows' flip rate; an epsilon within the device's stated budget and the cap.
+    """
+    from fedgaze.privacy.label_dp import flip_rate_matches
+
+    name = _RECORD_NAME[RecordKind.LABEL_RELEASE]
+    record = _signed(line, RecordKind.LABEL_RELEASE, pinned_key)
+    body = record.body
+    _as_asked(
+        body,
+        RecordKind.LABEL_RELEASE,
+        run_id=plan.run_key,
+        round=plan.server_round,
+        epsilon_label=plan.epsilon_label,
+        source=plan.label_source,
+    )
+    rate = body.get("flip_rate")
+    if not isinstance(rate, int | float) or not flip_rate_matches(plan.epsilon_label, rate):
         raise RecordRefused(
-            f"device epsilon {epsilon:.4g} exceeds the server's cap {max_device_epsilon:g}"
+            f"{name} flip_rate {rate!r} is not 1/(1+e^{plan.epsilon_label:g}), the flip rate of "
+            "the epsilon_label it states"
         )
+    released, resent = body.get("released"), body.get("resent")
+    if not (isinstance(released, int) and isinstance(resent, int) and min(released, resent) >= 0):
+        raise RecordRefused(f"{name} released/resent are not counts")
+    if body.get("rows") != len(rows) or released + resent != len(rows):
+        raise RecordRefused(
+            f"{name} states {body.get('rows')!r} rows, the reply carries {len(rows)}"
+        )
+    if body.get("rows_sha256") != rows_digest(rows):
+        raise RecordRefused(f"{name}'s rows_sha256 does not match the rows of the reply")
+    wrong = next((i for i in range(resent, len(rows)) if rows[i].flip_rate != rate), None)
+    if wrong is not None:
+        raise RecordRefused(
+            f"labels row {wrong}: flip rate {rows[wrong].flip_rate!r}, the record says {rate!r}"
+        )
+    _epsilon_within(body, RecordKind.LABEL_RELEASE, max_device_epsilon)
+    budget = body.get("epsilon_budget")
+    if isinstance(budget, int | float) and body["epsilon"] > budget * (1 + 1e-9):
+        raise RecordRefused(f"{name} epsilon {body['epsilon']:.4g} exceeds its budget {budget:g}")
     return record
 
 
@@ -279,31 +356,70 @@ class ServerLedger:
         self, report: DeviceReport, plan: RoundPlan, book: RoundBook, max_eps: float | None
     ) -> bool:
         """Check a trained reply's record; note it in ``book`` as accepted or refused."""
-        seen = {r.hash for r in book.accepted}
-        try:
-            record = check_device_record(
+
+        def check(pinned: str | None) -> LedgerRecord:
+            return check_device_record(
                 report.dp_record,
                 plan=plan,
                 metrics=report.metrics,
-                pinned_key=self._pins.get(report.device_id),
+                pinned_key=pinned,
                 max_device_epsilon=max_eps,
             )
+
+        return self._admit(report, book, check, "dp-record") is not None
+
+    def admit_labels(
+        self,
+        report: DeviceReport,
+        rows: tuple[ReleasedLabel, ...],
+        plan: LabelPlan,
+        book: RoundBook,
+        max_eps: float | None,
+    ) -> LedgerRecord | None:
+        """Check a labels reply's record against its ``rows``; note it in ``book``."""
+
+        def check(pinned: str | None) -> LedgerRecord:
+            return check_label_record(
+                report.dp_record,
+                plan=plan,
+                rows=rows,
+                pinned_key=pinned,
+                max_device_epsilon=max_eps,
+            )
+
+        return self._admit(report, book, check, _RECORD_NAME[RecordKind.LABEL_RELEASE])
+
+    def _admit(
+        self,
+        report: DeviceReport,
+        book: RoundBook,
+        check: Callable[[str | None], LedgerRecord],
+        name: str,
+    ) -> LedgerRecord | None:
+        """Run ``check`` with the device's pinned key, then the key-ownership and replay checks."""
+        seen = {r.hash for r in book.accepted}
+        try:
+            record = check(self._pins.get(report.device_id))
             owner = self._owners.get(record.signer)
             if owner is not None and owner != report.device_id:
-                raise RecordRefused(f"dp-record key already belongs to device {owner!r}")
+                raise RecordRefused(f"{name} key already belongs to device {owner!r}")
             if record.hash in seen:
-                raise RecordRefused("dp-record already submitted this round (replay)")
+                raise RecordRefused(f"{name} already submitted this round (replay)")
         except RecordRefused as err:
-            signer = _signer_of(report.dp_record)
-            book.refused.append(
-                Refusal(report.node_id, report.device_id, signer and pseudonym(signer), str(err))
-            )
-            if signer is not None and "signed by another key" not in str(err):
-                self._pin(report.device_id, signer)
-            return False
+            self.refuse(report, book, str(err))
+            return None
         self._pin(report.device_id, record.signer)
         book.accepted.append(record)
-        return True
+        return record
+
+    def refuse(self, report: DeviceReport, book: RoundBook, reason: str) -> None:
+        """Note a refused reply in ``book`` (pinning a verified signer's key on first sight)."""
+        signer = _signer_of(report.dp_record)
+        book.refused.append(
+            Refusal(report.node_id, report.device_id, signer and pseudonym(signer), reason)
+        )
+        if signer is not None and "signed by another key" not in reason:
+            self._pin(report.device_id, signer)
 
     def _pin(self, device_id: str, signer: str) -> None:
         if device_id not in self._pins and signer not in self._owners:
@@ -328,6 +444,27 @@ class ServerLedger:
                 "failures": list(failures),
                 "aggregation": aggregation if central_dp is None else "dp-fedavg",
                 "central_dp": None if central_dp is None else central_dp.to_json(),
+                "time": _now(),
+            },
+        )
+
+    def labels_round(
+        self, plan: LabelPlan, book: RoundBook, failures: list[str], stored: int, already: int
+    ) -> None:
+        """Commit the labels round: the accepted ``label-release`` records (each device's rows
+        are in the label store), refusals, failures, and how many rows were newly stored."""
+        self._ledger.append(
+            RecordKind.LABELS_ROUND,
+            {
+                "round": plan.server_round,
+                "epsilon_label": plan.epsilon_label,
+                "source": plan.label_source,
+                "participants": [r.body["device"] for r in book.accepted],
+                "accepted": [r.line() for r in book.accepted],
+                "refused": [r.ledger_entry() for r in book.refused],
+                "failures": list(failures),
+                "stored": stored,
+                "already_stored": already,
                 "time": _now(),
             },
         )

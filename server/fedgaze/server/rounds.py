@@ -5,8 +5,9 @@ on its held-out (later) comparisons, then trains locally with DP-SGD from it and
 its new weights, its cumulative epsilon and that score. The server admits updates
 (:mod:`fedgaze.server.admission`), combines them with FedAvg weighted by examples (or the
 trimmed mean / median, or DP-FedAvg: :mod:`fedgaze.server.aggregate`), and commits a checkpoint,
-then the round's ledger record, then a progress event. After the last round one evaluate
-message scores the final model.
+then the round's ledger record, then a progress event. After the last round, when the run
+asks for preference labels, a labels round collects them (:mod:`fedgaze.server.labels`); then
+one evaluate message scores the final model.
 """
 
 from __future__ import annotations
@@ -43,7 +44,8 @@ from fedgaze.server.checkpoints import (
     write_checkpoint,
 )
 from fedgaze.server.exchange import exchange, round_messages, wait_for_nodes
-from fedgaze.server.ledger import CentralRound, RoundBook, ServerLedger
+from fedgaze.server.labels import run_labels_round
+from fedgaze.server.ledger import CentralRound, RoundBook, ServerLedger, ledger_progress
 from fedgaze.server.progress import emit
 
 
@@ -120,6 +122,12 @@ def run_federation(grid: Grid, settings: ServerSettings) -> ServerResult:
             write_checkpoint(run_dir, progress, settings)
         for rnd in range(progress.completed + 1, settings.rounds + 1):
             run_round(grid, settings, rnd, len(nodes), ledger, progress)
+        label_plan = settings.label_plan()
+        if label_plan is not None and ledger_progress(run_dir).labels_rounds == 0:
+            labels = run_labels_round(
+                grid, settings, label_plan, progress.state, ledger, progress.devices
+            )
+            emit(run_dir, labels.event(progress.devices))
     finally:
         ledger.close()
     return finish(grid, settings, len(nodes), progress)

@@ -1,8 +1,8 @@
 """What an operator needs to know about a run, read from its directory: ``fedgaze server status``.
 
 Everything comes from files the server writes durably (``progress.jsonl``, the signed server
-ledger) and from ``/proc`` (whether the run's processes are alive), so it works while a run is
-going, after it ended, and after a crash.
+ledger, the label store) and from ``/proc`` (whether the run's processes are alive), so it works
+while a run is going, after it ended, and after a crash.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from fedgaze.federation.events import (
     Done,
     Evaluated,
     Failed,
+    Labelled,
     ProgressEvent,
     RoundDone,
     Started,
@@ -42,6 +43,9 @@ class RunStatus:
     devices: list[DeviceEpsilon] = field(default_factory=list)
     live_processes: list[int] = field(default_factory=list)
     ledger_records: int | None = None
+    labels_stored: int = 0
+    """Preference labels in the run's label store (accepted releases, each once)."""
+    labels_devices: int = 0
 
     def to_json(self) -> dict[str, Any]:
         """``fedgaze server status --json``."""
@@ -61,6 +65,7 @@ class RunStatus:
             ],
             "live_processes": list(self.live_processes),
             "ledger_records": self.ledger_records,
+            "labels": {"stored": self.labels_stored, "devices": self.labels_devices},
         }
 
 
@@ -93,6 +98,14 @@ def _processes_of(run_dir: Path) -> list[int]:
     return sorted(found)
 
 
+def _latest_devices(events: list[ProgressEvent]) -> list[DeviceEpsilon]:
+    """Every device's epsilon as of the last round or labels round."""
+    for event in reversed(events):
+        if isinstance(event, RoundDone | Labelled):
+            return list(event.devices)
+    return []
+
+
 def run_status(run_dir: str | Path) -> RunStatus:
     """Read the state of the run in ``run_dir``; FileNotFoundError when it is not a run."""
     run = Path(run_dir)
@@ -120,6 +133,9 @@ def run_status(run_dir: str | Path) -> RunStatus:
         from fedgaze.ledger.records import read_sqlite_lines
 
         records = len(read_sqlite_lines(layout.server_ledger)[0])
+    from fedgaze.labels.store import count_labels
+
+    labels, label_devices = count_labels(layout.labels)
     # An earlier server's failure does not count when a later one took over.
     failed = last.error if isinstance(last, Failed) else None
     return RunStatus(
@@ -130,7 +146,9 @@ def run_status(run_dir: str | Path) -> RunStatus:
         last_evaluation=evaluations[-1] if evaluations else None,
         failures=[f for r in rounds for f in r.log.failures] + ([failed] if failed else []),
         refused=[x for r in rounds for x in r.log.refused],
-        devices=list(rounds[-1].devices) if rounds else [],
+        devices=_latest_devices(events),
         live_processes=live,
         ledger_records=records,
+        labels_stored=labels,
+        labels_devices=label_devices,
     )

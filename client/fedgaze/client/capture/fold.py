@@ -6,11 +6,15 @@ samples and events (:class:`BatchOp`), a label, a calibration value, or a commit
 everything else as JSON; the journal encrypts both. :func:`fold` applies operations to the
 device as stored and :func:`fingerprint` identifies a device's exact content, which is how a
 commit interrupted between writing the store and retiring its journal records is told apart
-from one interrupted before writing the store.
+from one interrupted before writing the store. A :class:`MetaOp` carries the answering
+service's ids of the prompt and answers when the capture client gave them; they become the
+query's :class:`~fedgaze.data.schema.ServedIds` (records written before they existed fold to
+``served=None``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from collections.abc import Iterable, Sequence
@@ -59,6 +63,7 @@ ROW = np.dtype(
 """One positional sample as stored in the journal (packed, 39 bytes)."""
 
 _COLUMNS = ("t_ms", "x", "y", "side", "char_index", "validate")
+_ID_FIELDS = frozenset({"prompt_id", "response_left_id", "response_right_id"})
 _MODALITY_CODE = {m: i for i, m in enumerate(MODALITIES)}
 
 
@@ -161,7 +166,8 @@ def decode_op(data: bytes) -> Op:
 
 
 def meta_of(query: Query) -> QueryMeta:
-    """The :class:`QueryMeta` a stored query was begun with."""
+    """The :class:`QueryMeta` a stored query was begun with (its service ids included)."""
+    served = query.served
     return QueryMeta(
         query_id=query.query_id,
         task_id=query.task_id,
@@ -170,7 +176,15 @@ def meta_of(query: Query) -> QueryMeta:
         response_left=query.response_left,
         response_right=query.response_right,
         shown_at_ms=query.shown_at_ms,
+        prompt_id=served.prompt_id if served is not None else None,
+        response_left_id=served.response_left_id if served is not None else None,
+        response_right_id=served.response_right_id if served is not None else None,
     )
+
+
+def _query_fields(meta: QueryMeta) -> dict[str, Any]:
+    """The :class:`Query` fields a new query takes from its metadata (ids as ``served``)."""
+    return {**meta.model_dump(exclude=set(_ID_FIELDS)), "served": meta.served}
 
 
 def _merge(old: Samples, new: np.ndarray) -> Samples:
@@ -197,7 +211,7 @@ def fold(base: Device, ops: Sequence[Op]) -> Device:
         if isinstance(op, MetaOp):
             if op.meta.query_id not in fields:
                 fields[op.meta.query_id] = {
-                    **op.meta.model_dump(),
+                    **_query_fields(op.meta),
                     "preference": None,
                     "likert_left": None,
                     "likert_right": None,
@@ -226,6 +240,16 @@ def fold(base: Device, ops: Sequence[Op]) -> Device:
     return Device(device_id=base.device_id, queries=queries, calibration=calibration)
 
 
+def _query_head(query: Query) -> dict[str, Any]:
+    """A query's fields but its samples, as JSON values. ``served`` is left out when None, so a
+    device without service ids keeps the fingerprint it had before they existed (a commit
+    prepared by an older version is still recognised)."""
+    head = {k: v for k, v in vars(query).items() if k not in MODALITIES and k != "served"}
+    if query.served is not None:
+        head["served"] = dataclasses.asdict(query.served)
+    return head
+
+
 def fingerprint(device: Device) -> str:
     """SHA-256 (hex) of everything :mod:`fedgaze.client.device.store` stores of ``device``.
 
@@ -236,9 +260,7 @@ def fingerprint(device: Device) -> str:
     head = {
         "device_id": device.device_id,
         "calibration": sorted(device.calibration.items()),
-        "queries": [
-            {k: v for k, v in vars(q).items() if k not in MODALITIES} for q in device.queries
-        ],
+        "queries": [_query_head(q) for q in device.queries],
     }
     digest.update(json.dumps(head, sort_keys=True).encode())
     for q in device.queries:

@@ -66,6 +66,7 @@ _SIDES = {
     capture_pb2.SIDE_RIGHT: "right",
 }
 _OPTIONAL = ("query_id", "t_ms", "x", "y", "char_index", "validate", "detail")
+_SERVED_ID_FIELDS = ("prompt_id", "response_left_id", "response_right_id")
 
 M = TypeVar("M", bound=BaseModel)
 T = TypeVar("T")
@@ -145,7 +146,11 @@ class CaptureServicer(capture_pb2_grpc.CaptureServicer):
         self.sink = sink
 
     def BeginQuery(self, request: Any, context: grpc.ServicerContext) -> Any:
-        """Validate the query's metadata and begin it in the sink."""
+        """Validate the query's metadata (the service's ids included) and begin it in the sink.
+
+        An id present but empty is refused like any other bad id (``INVALID_ARGUMENT`` naming
+        the field); absent ids mean the answering service gave none.
+        """
         meta = _model(
             QueryMeta,
             {
@@ -156,6 +161,7 @@ class CaptureServicer(capture_pb2_grpc.CaptureServicer):
                 "response_left": request.response_left,
                 "response_right": _present(request, "response_right"),
                 "shown_at_ms": _present(request, "shown_at_ms"),
+                **{name: _present(request, name) for name in _SERVED_ID_FIELDS},
             },
             context,
         )

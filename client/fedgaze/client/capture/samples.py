@@ -22,9 +22,24 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Annotated, Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
 
-from fedgaze.data.schema import PREF_LEFT, PREF_RIGHT, PREF_TIE, SIDE_LEFT, SIDE_NONE, SIDE_RIGHT
+from fedgaze.data.schema import (
+    PREF_LEFT,
+    PREF_RIGHT,
+    PREF_TIE,
+    SIDE_LEFT,
+    SIDE_NONE,
+    SIDE_RIGHT,
+    ServedIds,
+)
 
 __all__ = [
     "COORD_LIMIT",
@@ -32,6 +47,7 @@ __all__ = [
     "EVENT_KINDS",
     "ID_MAX",
     "SAMPLE_TYPES",
+    "SERVED_ID_MAX_CHARS",
     "SIDE_CODES",
     "TEXT_MAX_CHARS",
     "T_MAX_MS",
@@ -43,6 +59,7 @@ __all__ = [
     "Modality",
     "QueryMeta",
     "Rejection",
+    "ServedId",
     "Side",
     "check_label",
     "parse_batch",
@@ -62,6 +79,8 @@ TEXT_MAX_CHARS = 1_000_000
 """Longest prompt or response text accepted by :class:`QueryMeta`."""
 ID_MAX = 2**63 - 1
 """Largest accepted ``query_id`` or ``task_id`` (they are stored as signed 64-bit integers)."""
+SERVED_ID_MAX_CHARS = 200
+"""Longest id of a prompt or answer given by the answering service (:class:`QueryMeta`)."""
 
 Modality = Literal["gaze", "mouse"]
 Side = Literal["left", "right", "none"]
@@ -77,6 +96,19 @@ _Text = Annotated[str, Field(max_length=TEXT_MAX_CHARS)]
 _Likert = Annotated[float, Field(ge=1.0, le=5.0)]
 
 
+def _check_served_id(value: str) -> str:
+    if not value.strip():
+        raise ValueError("must not be empty or blank")
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in value):
+        raise ValueError("must not contain control characters")
+    return value
+
+
+ServedId = Annotated[str, Field(max_length=SERVED_ID_MAX_CHARS), AfterValidator(_check_served_id)]
+"""An id the answering service gave a prompt or answer: 1 to 200 characters, not blank, no
+control characters. Compared exactly (never trimmed)."""
+
+
 class _Contract(BaseModel):
     model_config = ConfigDict(frozen=True, strict=True, extra="forbid", allow_inf_nan=False)
 
@@ -87,6 +119,13 @@ class QueryMeta(_Contract):
     ``pairwise`` queries show two answers (``response_right`` is required); pointwise queries
     show one (``response_right`` must be None). ``shown_at_ms`` is when the answers appeared
     (epoch ms), None when unknown. The texts are stored encrypted and never logged.
+
+    ``prompt_id``, ``response_left_id`` and ``response_right_id`` are the ids the answering
+    service (the LLM service) gave the prompt and each answer (:data:`ServedId`), so that the
+    comparison can be identified outside the device; all None when the service gave none. With
+    a ``prompt_id``, ``response_left_id`` is required, and ``response_right_id`` too for a
+    pairwise query; a pointwise query has no ``response_right_id``; the two answer ids differ.
+    Records written before these fields existed load with all three None.
     """
 
     query_id: int = Field(ge=0, le=ID_MAX)
@@ -96,6 +135,9 @@ class QueryMeta(_Contract):
     response_left: _Text
     response_right: _Text | None
     shown_at_ms: _EpochMs | None
+    prompt_id: ServedId | None = None
+    response_left_id: ServedId | None = None
+    response_right_id: ServedId | None = None
 
     @model_validator(mode="after")
     def _right_matches_pairwise(self) -> QueryMeta:
@@ -103,7 +145,35 @@ class QueryMeta(_Contract):
             raise ValueError("response_right: a pairwise query needs a right answer")
         if not self.pairwise and self.response_right is not None:
             raise ValueError("response_right: a pointwise query has no right answer")
+        problem = _served_ids_problem(self)
+        if problem is not None:
+            raise ValueError(problem)
         return self
+
+    @property
+    def served(self) -> ServedIds | None:
+        """The answering service's ids of this query, None when it gave none."""
+        if self.prompt_id is None or self.response_left_id is None:
+            return None
+        return ServedIds(self.prompt_id, self.response_left_id, self.response_right_id)
+
+
+def _served_ids_problem(meta: QueryMeta) -> str | None:
+    """Why ``meta``'s service ids do not fit together (``"field: reason"``), None when they do."""
+    left, right = meta.response_left_id, meta.response_right_id
+    if right is not None and not meta.pairwise:
+        return "response_right_id: a pointwise query has no right answer"
+    if meta.prompt_id is None:
+        if left is not None or right is not None:
+            return "prompt_id: required when answer ids are given"
+        return None
+    if left is None:
+        return "response_left_id: required when prompt_id is given"
+    if meta.pairwise and right is None:
+        return "response_right_id: a pairwise query with a prompt_id needs it"
+    if left == right:
+        return "response_right_id: must differ from response_left_id"
+    return None
 
 
 class Label(_Contract):
@@ -182,6 +252,7 @@ def rejection_of(index: int, err: ValidationError) -> Rejection:
     if loc == "item" and msg.startswith("Value error, ") and ":" in msg:
         # A model-level check names its field itself ("response_right: ...").
         loc, _, msg = msg.removeprefix("Value error, ").partition(": ")
+    msg = msg.removeprefix("Value error, ")  # a field check's own reason ("must not be blank")
     extra = f" (and {len(errors) - 1} more problems)" if len(errors) > 1 else ""
     return Rejection(index=index, field=loc, reason=f"{msg}{extra}")
 

@@ -26,8 +26,8 @@ from urllib.parse import urlsplit
 
 from pydantic import ValidationError
 
-from fedgaze.client.capture.answers import AnswerBackend, AnswerError, ReplayExhausted
-from fedgaze.client.capture.samples import Label, QueryMeta
+from fedgaze.client.capture.answers import Answer, AnswerBackend, AnswerError, ReplayExhausted
+from fedgaze.client.capture.samples import Label, QueryMeta, rejection_of
 from fedgaze.client.capture.sink import CaptureError, CapturePaused, CaptureSink
 from fedgaze.client.capture.web_handler import (
     STATIC_TYPES,
@@ -52,6 +52,33 @@ MAX_BODY = 1 << 20
 TOKEN_PLACEHOLDER = "{{FEDGAZE_TOKEN}}"
 STATIC_DIR = Path(__file__).with_name("static")
 """The page, its stylesheet and script, and the capture library (package data)."""
+
+
+def _query_meta(answer: Answer, query_id: int, task_id: int) -> QueryMeta:
+    """The metadata of the query that shows ``answer`` now, with the ids it was served under.
+
+    An answer the capture contract refuses (an id :class:`QueryMeta` does not take, a text over
+    its length limit) is the backend's fault: HTTP 502 naming the field, and nothing is begun.
+    """
+    ids = answer.answer_ids or ()
+    try:
+        return QueryMeta(
+            query_id=query_id,
+            task_id=task_id,
+            pairwise=answer.pairwise,
+            prompt=answer.prompt,
+            response_left=answer.answers[0],
+            response_right=answer.answers[1] if answer.pairwise else None,
+            shown_at_ms=time.time() * 1000.0,
+            prompt_id=answer.prompt_id,
+            response_left_id=ids[0] if ids else None,
+            response_right_id=ids[1] if len(ids) > 1 else None,
+        )
+    except ValidationError as err:
+        problem = rejection_of(0, err)
+        raise RequestError(
+            HTTPStatus.BAD_GATEWAY, f"answers: {problem.field}: {problem.reason}"
+        ) from None
 
 
 @dataclass
@@ -224,7 +251,8 @@ class CaptureServer:
             return self._last_query_id
 
     def next_query(self, body: Mapping[str, Any] | None) -> dict[str, Any]:
-        """Get the next answers from the backend and begin their query in the sink."""
+        """Get the next answers from the backend and begin their query in the sink, with the
+        ids the backend served the prompt and answers under (the query's ``served``)."""
         try:
             request = NextRequest.model_validate(body or {})
         except ValidationError as err:
@@ -246,15 +274,7 @@ class CaptureServer:
             except AnswerError as err:
                 raise RequestError(HTTPStatus.BAD_GATEWAY, str(err)) from None
             task_id = self._task_id(answer.pairwise, answer.task_id)
-            meta = QueryMeta(
-                query_id=self._query_id(),
-                task_id=task_id,
-                pairwise=answer.pairwise,
-                prompt=answer.prompt,
-                response_left=answer.answers[0],
-                response_right=answer.answers[1] if answer.pairwise else None,
-                shown_at_ms=time.time() * 1000.0,
-            )
+            meta = _query_meta(answer, self._query_id(), task_id)
             self.sink.begin_query(meta)
             with self._state:
                 self._current = meta

@@ -2,10 +2,11 @@
 
 Layout of a store directory: ``samples-<id>.npz.enc`` (every query's gaze and mouse columns,
 concatenated, with per-query offsets, as an ``.npz``) and ``device.json.enc`` (query metadata
-and texts, the sample counts it expects, and the name and SHA-256 of its samples file). Both are
-encrypted with AES-256-GCM under the device's store key (:mod:`fedgaze.client.device.store_crypto`;
-by default ``store.key`` beside the store folder), each with a fresh nonce and associated data
-binding its role and file name; nothing is ever written in plaintext. ``<id>`` is a keyed hash
+and texts, the answering service's ids of each prompt and answer when known, the sample counts
+it expects, and the name and SHA-256 of its samples file). Both are encrypted with AES-256-GCM
+under the device's store key (:mod:`fedgaze.client.device.store_crypto`; by default
+``store.key`` beside the store folder), each with a fresh nonce and associated data binding its
+role and file name; nothing is ever written in plaintext. ``<id>`` is a keyed hash
 of the samples (content-addressed, but revealing nothing without the key). The samples are
 written first under their own name, then the manifest is replaced atomically, so a crash leaves
 either the old store or the new one; on load every file is authenticated, the hash and the
@@ -14,6 +15,7 @@ counts are checked, and a mismatch, a wrong key or an altered or swapped file na
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import hmac
 import io
@@ -33,7 +35,7 @@ from fedgaze.client.device.store_crypto import (
     encrypt_file,
     load_store_key,
 )
-from fedgaze.data.schema import MODALITIES, Device, Query, Samples
+from fedgaze.data.schema import MODALITIES, Device, Query, Samples, ServedIds
 
 STORE_VERSION = 2
 MANIFEST = "device.json.enc"
@@ -113,7 +115,7 @@ def save_device(
         "device_id": device.device_id,
         "calibration": {str(k): v for k, v in device.calibration.items()},
         "samples": {m: int(arrays[f"{m}__offsets"][-1]) for m in MODALITIES},
-        "queries": [{f: getattr(q, f) for f in _QUERY_FIELDS} for q in device.queries],
+        "queries": [_query_meta(q) for q in device.queries],
         "blob": name,
         "blob_sha256": hashlib.sha256(blob).hexdigest(),
     }
@@ -131,6 +133,25 @@ def save_device(
     for pattern in _LEGACY_PLAINTEXT:  # an older, unencrypted store at the same place
         for old in root.glob(pattern):
             old.unlink(missing_ok=True)
+
+
+def _query_meta(query: Query) -> dict[str, Any]:
+    """A query's manifest entry: its fields and, when known, the service's ids."""
+    meta = {f: getattr(query, f) for f in _QUERY_FIELDS}
+    if query.served is not None:
+        meta["served"] = dataclasses.asdict(query.served)
+    return meta
+
+
+def _query(meta: dict[str, Any], gaze: Samples, mouse: Samples, where: Path) -> Query:
+    """A query from its manifest entry (``served`` is absent in stores written before it)."""
+    fields = dict(meta)
+    served = fields.pop("served", None)
+    try:
+        ids = None if served is None else ServedIds(**served)
+        return Query(**fields, gaze=gaze, mouse=mouse, served=ids)
+    except (TypeError, ValueError) as err:
+        raise StoreError(f"{where}: query {meta.get('query_id')!r}: {err}") from None
 
 
 def _read(root: Path, name: str, secret: bytes, role: str, named_by: Path | None) -> bytes:
@@ -201,7 +222,7 @@ def load_device(
             Samples(**{c: v[a:b] for c, v in cols.items()}) for a, b in itertools.pairwise(offsets)
         ]
     queries = tuple(
-        Query(**q, gaze=g, mouse=m)
+        _query(q, g, m, meta_path)
         for q, g, m in zip(meta["queries"], blocks["gaze"], blocks["mouse"], strict=True)
     )
     calibration = {int(k): float(v) for k, v in meta["calibration"].items()}

@@ -14,7 +14,15 @@ from fedgaze.data.ifllm.folders import _Group
 from fedgaze.data.ifllm.pages import _Page, _plan_page
 from fedgaze.data.ifllm.tables import _QueryRow, _TaskInfo
 from fedgaze.data.ifllm.timestamps import _correct_timestamps
-from fedgaze.data.schema import PREF_LEFT, PREF_RIGHT, PREF_TIE, Device, Query, Samples
+from fedgaze.data.schema import (
+    PREF_LEFT,
+    PREF_RIGHT,
+    PREF_TIE,
+    Device,
+    Query,
+    Samples,
+    ifllm_served_ids,
+)
 
 
 def _preference(ctx: _Ctx, row: _QueryRow, pairwise: bool) -> int | None:
@@ -146,6 +154,7 @@ def _page_queries(
                 shown_at_ms=float(ts[j]) if np.isfinite(ts[j]) else None,
                 gaze=samples["gaze"][j] if "gaze" in samples else Samples.empty(),
                 mouse=samples["mouse"][j] if "mouse" in samples else Samples.empty(),
+                served=ifllm_served_ids(row.query_id, pairwise),
             )
         )
     return out

@@ -20,7 +20,15 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
-from fedgaze.data.schema import PREF_LEFT, PREF_RIGHT, PREF_TIE, Device, Query, Samples
+from fedgaze.data.schema import (
+    PREF_LEFT,
+    PREF_RIGHT,
+    PREF_TIE,
+    Device,
+    Query,
+    Samples,
+    ServedIds,
+)
 from fedgaze.data.synthetic.arrays import MS, FloatArray, IntArray, Trace
 from fedgaze.data.synthetic.gaze import gaze_trace
 from fedgaze.data.synthetic.mouse import mouse_trace
@@ -175,6 +183,7 @@ def generate_cohort(
                 shown_at_ms=float(shown_at[i]),
                 gaze=_take(gaze, validate, streams.t_ms, sl),
                 mouse=_take(mouse, validate, streams.t_ms, sl),
+                served=synthetic_served_ids(int(dev[i]), int(plan.ordinal[i]) + 1, pw),
             )
         )
     calibration: list[dict[int, float]] = [{} for _ in range(n_devices)]
@@ -183,9 +192,22 @@ def generate_cohort(
     ):
         calibration[t_dev][t_id] = round(c, 2)
     return tuple(
-        Device(device_id=f"synth_{d:03d}", queries=tuple(queries[d]), calibration=calibration[d])
+        Device(
+            device_id=synthetic_device_id(d), queries=tuple(queries[d]), calibration=calibration[d]
+        )
         for d in range(n_devices)
     )
+
+
+def synthetic_device_id(index: int) -> str:
+    """The id of the synthetic cohort's device number ``index``."""
+    return f"synth_{index:03d}"
+
+
+def synthetic_served_ids(device: int, query_id: int, pairwise: bool) -> ServedIds:
+    """The ids a synthetic query's prompt and answers were served under (unique in a cohort)."""
+    prompt = f"{synthetic_device_id(device)}/q{query_id}"
+    return ServedIds(prompt, f"{prompt}/1", f"{prompt}/2" if pairwise else None)
 
 
 def _take(trace: Trace, validate: npt.NDArray[np.int8], t_ms: FloatArray, sl: slice) -> Samples:
