@@ -162,5 +162,5 @@ class FakeChat:
 
         httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         httpd.daemon_threads = True
-        threading.Thread(target=httpd.serve_forever, daemon=True).start()
+        threading.Thread(target=httpd.serve_forever, args=(0.02,), daemon=True).start()
         return httpd, f"http://127.0.0.1:{httpd.server_address[1]}"
