@@ -24,6 +24,12 @@ LR: Final = 0.05
 DELTA: Final = 1e-5
 DEVICE_EPSILON: Final = 8.0
 
+# The text reward model -------------------------------------------------------------------
+TEXT_ENCODER: Final = "wordllama"
+"""The frozen on-device text encoder (its weights ship inside the ``wordllama`` wheel)."""
+TEXT_LABELS: Final = "both"
+"""The person's explicit choice where given, else the behaviour model's inference."""
+
 # Preference labels ------------------------------------------------------------------------
 EPSILON_LABEL: Final = 2.0
 """Randomized response of a released preference label (flip probability 1 / (1 + e^2) = 0.12)."""

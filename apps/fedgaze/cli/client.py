@@ -50,11 +50,15 @@ def _cmd_client_budget(args: argparse.Namespace, console: Console) -> int:
     if view.problems:
         console.print("[red]the ledger does not verify[/red]; the figures below are not reliable")
     table = Table(title=f"privacy spent by device {view.device} (ledger {view.ledger})")
-    for col in ("run", "rounds", "epsilon (this run alone)", "delta"):
+    for col in ("run", "rounds", "labels released", "epsilon (this run alone)", "delta"):
         table.add_column(col)
     for run in view.runs:
         table.add_row(
-            escape(run["run_id"]), str(run["rounds"]), f"{run['epsilon']:.3f}", f"{run['delta']:g}"
+            escape(run["run_id"]),
+            str(run["rounds"]),
+            str(run["labels_released"]),
+            f"{run['epsilon']:.3f}",
+            f"{run['delta']:g}",
         )
     console.print(table)
     budget = "n/a" if view.epsilon_budget is None else f"{view.epsilon_budget:g}"

@@ -8,13 +8,14 @@ from __future__ import annotations
 import argparse
 import shutil
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from rich.console import Console
 
 from fedgaze import defaults
 from fedgaze.argtypes import existing_dir, positive_float, positive_int
 from fedgaze.labels.rows import LABEL_SOURCES
+from fedgaze.model.kind import MODEL_KINDS, TEXT_LABELS, TextLabels
 
 if TYPE_CHECKING:
     from fedgaze.local.demo import FederationOptions
@@ -77,6 +78,33 @@ def add_parsers(sub: Any) -> None:
         help=f"central epochs ({defaults.CENTRAL_EPOCHS})",
     )
     train.add_argument("--run-dir", type=Path, help="federated: run directory")
+    train.add_argument(
+        "--kind",
+        choices=MODEL_KINDS,
+        default="behaviour",
+        help="behaviour: the pairwise model over gaze, mouse and text features (default); "
+        "text: the text reward model r(prompt, response) over a frozen encoder",
+    )
+    train.add_argument(
+        "--labels",
+        choices=TEXT_LABELS,
+        help="--kind text: learn from the person's explicit choices, the behaviour model's "
+        "inference, or the explicit choice where given else the inference "
+        f"({defaults.TEXT_LABELS})",
+    )
+    train.add_argument(
+        "--behaviour-model",
+        type=existing_dir,
+        metavar="DIR",
+        help="--kind text: behaviour model directory that infers the implicit labels (central "
+        "default: one trained first on the same data; required for federated implicit/both)",
+    )
+    train.add_argument(
+        "--encoder",
+        metavar="SPEC",
+        help=f"--kind text: frozen encoder, {defaults.TEXT_ENCODER!r} or "
+        f"'sentence-transformers:PATH' ({defaults.TEXT_ENCODER})",
+    )
     _add_federation_args(train)
     train.set_defaults(handler=_cmd_train)
 
@@ -195,6 +223,19 @@ def _cmd_demo(args: argparse.Namespace, console: Console) -> int:
 
 
 def _cmd_train(args: argparse.Namespace, console: Console) -> int:
+    if args.kind == "text":
+        return _train_text(args, console)
+    text_only = [
+        flag
+        for flag, value in (
+            ("--labels", args.labels),
+            ("--behaviour-model", args.behaviour_model),
+            ("--encoder", args.encoder),
+        )
+        if value is not None
+    ]
+    if text_only:
+        raise ValueError(f"{', '.join(text_only)} only apply with --kind text")
     if args.mode == "central":
         from fedgaze.local.train_score import train_central_model
 
@@ -224,6 +265,85 @@ def _cmd_train(args: argparse.Namespace, console: Console) -> int:
         return 1
     replace_model_dir(summary.model, args.out)
     console.print(f"federated model written to {args.out}")
+    return 0
+
+
+def _train_text(args: argparse.Namespace, console: Console) -> int:
+    """``fedgaze train --kind text``: central (:mod:`fedgaze.local.train_text`) or federated."""
+    labels = cast(TextLabels, args.labels or defaults.TEXT_LABELS)
+    encoder = args.encoder or defaults.TEXT_ENCODER
+    if args.mode == "central":
+        from fedgaze.local.train_text import train_text_model
+
+        saved = train_text_model(
+            args.data,
+            args.out,
+            labels=labels,
+            epsilon=args.epsilon,
+            delta=args.delta,
+            epochs=args.epochs,
+            seed=args.seed,
+            encoder_spec=encoder,
+            behaviour_model=args.behaviour_model,
+        )
+        prov = saved.provenance
+        sources = prov["label_sources"]
+        behaviour = prov["behaviour_model"] or {}
+        privacy = (
+            "non-private"
+            if prov["epsilon"] is None
+            else f"epsilon={prov['epsilon']:.3f} delta={args.delta:g}"
+        )
+        if behaviour.get("source") == "trained here":
+            privacy += "; implicit labels from a behaviour model trained first on the same data"
+            if behaviour.get("epsilon") is not None:
+                privacy += f" (epsilon={behaviour['epsilon']:.3f})"
+        if prov["epsilon"] is not None and behaviour:
+            total = prov["epsilon_total"]
+            privacy += "; " + (
+                f"epsilon_total={total:.3f} (basic composition)"
+                if total is not None
+                else "no end-to-end guarantee (the behaviour model states none)"
+            )
+        console.print(
+            f"trained the text model on {prov['examples']} comparisons from "
+            f"{prov['devices']} workers ({sources['explicit']} explicit, "
+            f"{sources['implicit']} inferred labels); {privacy}; model written to {args.out}",
+            soft_wrap=True,
+            highlight=False,
+        )
+        return 0
+    if labels != "explicit" and args.behaviour_model is None:
+        raise ValueError(
+            f"--kind text --mode federated --labels {labels} needs --behaviour-model DIR: the "
+            "devices infer labels with it (train one with `fedgaze train --mode federated`), "
+            "or use --labels explicit"
+        )
+    from fedgaze.local.demo import run_local_federation
+    from fedgaze.text.model_dir import load_text_model, save_text_model
+
+    budget = args.epsilon or defaults.DEVICE_EPSILON
+    opts = _federation_options(
+        args,
+        data=args.data,
+        epsilon_budget=budget,
+        model_kind="text",
+        text_labels=labels,
+        encoder=encoder,
+        behaviour_model=args.behaviour_model,
+    )
+    summary = run_local_federation(opts, console)
+    if not summary.complete:
+        return 1
+    saved = load_text_model(summary.model)
+    save_text_model(
+        args.out,
+        saved.state,
+        encoder=saved.encoder,
+        hidden=saved.hidden,
+        provenance=saved.provenance,
+    )
+    console.print(f"federated text model written to {args.out}")
     return 0
 
 

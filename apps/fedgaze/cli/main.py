@@ -2,7 +2,7 @@
 
 Each command group has its own module (:mod:`.federation` demo/train, :mod:`.certs`,
 :mod:`.data` score/features, :mod:`.audit`, :mod:`.server`, :mod:`.client`,
-:mod:`.alignment`), which adds its parsers and sets each one's handler with
+:mod:`.alignment`, :mod:`.reward`), which adds its parsers and sets each one's handler with
 ``set_defaults(handler=...)``; the agent's ``fedgaze client`` subcommands come from
 :mod:`fedgaze.client.agent.commands`. Heavy modules are imported inside the handlers so
 ``fedgaze --help`` stays fast.
@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from rich.console import Console
 from rich.markup import escape
 
-from fedgaze.cli import alignment, audit, certs, client, data, federation, server
+from fedgaze.cli import alignment, audit, certs, client, data, federation, reward, server
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -35,6 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     server.add_parsers(sub)
     client.add_parsers(sub)
     alignment.add_parsers(sub)
+    reward.add_parsers(sub)
     return parser
 
 

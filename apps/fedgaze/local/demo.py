@@ -36,6 +36,7 @@ from fedgaze.labels.rows import LabelSource
 from fedgaze.local.cohort import provision_ifllm, provision_synthetic, select_workers
 from fedgaze.local.launcher import FederationOutcome, LaunchLimits, launch_federation
 from fedgaze.local.summary import RunSummary, device_summaries
+from fedgaze.model.kind import ModelKind, TextLabels
 
 
 @dataclass(frozen=True)
@@ -76,6 +77,12 @@ class FederationOptions:
     """Ask every device for its preference labels after the last round, released with
     randomized response at this epsilon (None: no labels round)."""
     label_source: LabelSource = defaults.LABEL_SOURCE
+    model_kind: ModelKind = "behaviour"
+    """Train the behaviour model, or the text reward model (:mod:`fedgaze.text`)."""
+    text_labels: TextLabels = defaults.TEXT_LABELS
+    encoder: str = defaults.TEXT_ENCODER
+    behaviour_model: Path | None = None
+    """Text model: the behaviour model directory whose inference labels what people did not."""
 
     def settings(self, run_dir: Path, run_key: str, min_nodes: int) -> ServerSettings:
         """The ServerApp's settings of this run (noise multipliers calibrated)."""
@@ -83,8 +90,10 @@ class FederationOptions:
             f.name: getattr(self, f.name)
             for f in fields(self)
             if f.name in ServerSettings.model_fields
-            and f.name not in ("run_dir", "client_dp_clip_norm")
+            and f.name not in ("run_dir", "client_dp_clip_norm", "behaviour_model")
         }
+        if self.behaviour_model is not None:
+            chosen["behaviour_model"] = str(self.behaviour_model.resolve())
         return plan_settings(
             epsilon=self.epsilon_budget,
             client_dp_epsilon=self.client_dp_epsilon,

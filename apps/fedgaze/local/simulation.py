@@ -19,7 +19,8 @@ import numpy as np
 from pydantic import Field
 
 from fedgaze import defaults
-from fedgaze.model.reward import PairwiseRewardModel, state_to_numpy
+from fedgaze.model.kind import ModelKind
+from fedgaze.model.reward import state_to_numpy
 from fedgaze.model.weights import ModelState
 from fedgaze.privacy.accounting import calibrate_noise_multiplier
 from fedgaze.privacy.central import CentralDPConfig, central_epsilon
@@ -27,6 +28,7 @@ from fedgaze.privacy.dp_train import (
     BudgetExhausted,
     DPConfig,
     device_round_seed,
+    new_model,
     train_local,
     train_local_nonprivate,
 )
@@ -55,6 +57,9 @@ class SimulationPlan(DPSGDParams):
       place of the plan's ``noise_multiplier``.
     - ``client_dp``: plain local training, then clipped, noised, equally weighted aggregation
       (``central``); the population epsilon is computed with ``dp_accounting``.
+
+    ``kind`` picks the model (the behaviour model, or the text reward model); ``soft_labels``
+    lets a device's ``y`` be probabilities that the right answer is preferred (soft targets).
     """
 
     mode: Mode
@@ -64,6 +69,8 @@ class SimulationPlan(DPSGDParams):
     delta: float = Field(default=defaults.DELTA, gt=0, lt=1)
     central: CentralDPConfig | None = None
     seed: int = defaults.SEED
+    kind: ModelKind = "behaviour"
+    soft_labels: bool = False
 
 
 @dataclass(frozen=True, eq=False)
@@ -88,7 +95,7 @@ def simulate_federation(devices: Sequence[DeviceRows], plan: SimulationPlan) -> 
     if not active:
         raise ValueError("no device has a labelled comparison to train on")
     n_features = active[0].X.shape[2]
-    state = state_to_numpy(PairwiseRewardModel(n_features, hidden=plan.hidden, seed=plan.seed))
+    state = state_to_numpy(new_model(plan.kind, n_features, plan.hidden, plan.seed))
     if plan.mode == "client_dp" and plan.central is None:
         raise ValueError("client_dp needs plan.central (clip norm, noise multiplier)")
     sigma = (
@@ -125,6 +132,7 @@ def simulate_federation(devices: Sequence[DeviceRows], plan: SimulationPlan) -> 
                     lr=plan.lr,
                     batch_size=plan.batch_size,
                     seed=seed,
+                    soft_labels=plan.soft_labels,
                 )
                 updates.append((new, len(dev.y)))
                 continue
@@ -138,6 +146,7 @@ def simulate_federation(devices: Sequence[DeviceRows], plan: SimulationPlan) -> 
                     run_id="simulation",
                     round=server_round,
                     seed=seed,
+                    soft_labels=plan.soft_labels,
                 )
             except BudgetExhausted:
                 declined += 1

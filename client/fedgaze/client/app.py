@@ -23,19 +23,16 @@ directory, with the run and round in its provenance) for ``fedgaze client status
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 from flwr.app import ArrayRecord, Context, Message
 from flwr.clientapp import ClientApp
 
-from fedgaze.client.device.data import load_node_device
 from fedgaze.client.device.layout import DeviceLayout
 from fedgaze.client.device.pause import is_paused
-from fedgaze.data.split import chronological_split
-from fedgaze.features.matrix import FeatureMatrix
-from fedgaze.features.v2 import FEATURE_SET, featurize
+from fedgaze.client.local_rows import LocalRows, behaviour_rows, text_rows
+from fedgaze.features.v2 import FEATURE_SET
 from fedgaze.federation.arrays import from_array_record, to_array_record
 from fedgaze.federation.protocol import (
     LABELS_ACTION,
@@ -51,15 +48,19 @@ from fedgaze.model.evaluation import evaluate
 from fedgaze.model.personal import fit_personal_head, save_personal_head
 from fedgaze.model.reward import model_from_state, predict_logits
 from fedgaze.model.store import SavedModel, save_model
+from fedgaze.text.features import TEXT_FEATURE_SET
 
 app = ClientApp()
 
 
-@lru_cache(maxsize=8)
-def _local_split(node: NodeSettings, holdout: float) -> tuple[FeatureMatrix, FeatureMatrix]:
-    device = load_node_device(node)
-    train, test = chronological_split(device.comparisons(), holdout)
-    return featurize(train, device.calibration), featurize(test, device.calibration)
+def _rows(node: NodeSettings, plan: RoundPlan, msg: Message, train: bool = True) -> LocalRows:
+    """This device's rows for the plan's model kind (see :mod:`fedgaze.client.local_rows`);
+    without ``train`` a text model needs only its held-out rows."""
+    if plan.model_kind == "behaviour":
+        return behaviour_rows(node, plan.holdout)
+    behaviour = msg.content.array_records.get(Record.BEHAVIOUR_ARRAYS)
+    state = None if behaviour is None else from_array_record(behaviour)
+    return text_rows(node, plan, state, held_out_only=not train)
 
 
 def _reply(msg: Message, node: NodeSettings, status: ReplyStatus, metrics: ReplyMetrics) -> Message:
@@ -77,7 +78,7 @@ def save_last_model(
         DeviceLayout(Path(node.device_dir)).last_model,
         SavedModel(
             state=state,
-            feature_set=FEATURE_SET,
+            feature_set=FEATURE_SET if plan.model_kind == "behaviour" else TEXT_FEATURE_SET,
             n_features=model.n_features,
             hidden=model.hidden,
             provenance={
@@ -90,24 +91,23 @@ def save_last_model(
     )
 
 
-def _held_out(node: NodeSettings, plan: RoundPlan, arrays: ArrayRecord) -> HeldOut:
-    """Score the received model on this device's later (held-out) comparisons, shared and
-    personalized; the personal head is refitted on the earlier ones and kept on the device."""
-    train_fm, test_fm = _local_split(node, plan.holdout)
+def _held_out(plan: RoundPlan, node: NodeSettings, arrays: ArrayRecord, rows: LocalRows) -> HeldOut:
+    """Score the received model on this device's later (held-out) comparisons. For the
+    behaviour model also personalized: the personal head is refitted on the earlier ones and
+    kept on the device (the text model has none)."""
     state = from_array_record(arrays)
-    model = model_from_state(state)
-    head = fit_personal_head(predict_logits(model, train_fm.X), train_fm.X, train_fm.y)
-    save_personal_head(DeviceLayout(Path(node.device_dir)).personal_head, head)
-    if len(test_fm.y) == 0:
+    accuracy_personal = None
+    if plan.model_kind == "behaviour":
+        model = model_from_state(state)
+        head = fit_personal_head(predict_logits(model, rows.train_X), rows.train_X, rows.train_y)
+        save_personal_head(DeviceLayout(Path(node.device_dir)).personal_head, head)
+        if len(rows.test_y):
+            personal = head.adjust(predict_logits(model, rows.test_X), rows.test_X)
+            accuracy_personal = float(np.mean((personal > 0) == (rows.test_y == 1)))
+    if len(rows.test_y) == 0:
         return HeldOut(examples=0)
-    loss, accuracy, n = evaluate(state, test_fm.X, test_fm.y)
-    personal = head.adjust(predict_logits(model, test_fm.X), test_fm.X)
-    return HeldOut(
-        examples=n,
-        loss=loss,
-        accuracy=accuracy,
-        accuracy_personal=float(np.mean((personal > 0) == (test_fm.y == 1))),
-    )
+    loss, accuracy, n = evaluate(state, rows.test_X, rows.test_y)
+    return HeldOut(examples=n, loss=loss, accuracy=accuracy, accuracy_personal=accuracy_personal)
 
 
 @app.train()
@@ -133,8 +133,8 @@ def train(msg: Message, context: Context) -> Message:
         return _reply(msg, node, ReplyStatus.PAUSED, ReplyMetrics(plan.server_round, 0))
     arrays = msg.content.array_records[Record.ARRAYS]
     save_last_model(node, plan, arrays, plan.server_round - 1)
-    held_out = _held_out(node, plan, arrays)
-    train_fm, _ = _local_split(node, plan.holdout)
+    rows = _rows(node, plan, msg)
+    held_out = _held_out(plan, node, arrays, rows)
     path = DeviceLayout(Path(node.device_dir)).privacy_state
     privacy = PrivacyState.load(path)
     dp = DPConfig.for_device(plan, node.budget)
@@ -148,18 +148,19 @@ def train(msg: Message, context: Context) -> Message:
         delta=dp.delta,
         held_out=held_out,
     )
-    if len(train_fm.y) == 0:
+    if len(rows.train_y) == 0:
         return _reply(msg, node, ReplyStatus.NO_DATA, idle)
     try:
         result = train_local(
             from_array_record(arrays),
-            train_fm.X,
-            train_fm.y,
+            rows.train_X,
+            rows.train_y,
             dp,
             privacy,
             run_id=plan.run_key,
             round=plan.server_round,
             seed=device_round_seed(plan.seed, plan.server_round, node.device_id),
+            soft_labels=rows.soft,
         )
     except BudgetExhausted:
         return _reply(msg, node, ReplyStatus.BUDGET_EXHAUSTED, idle)
@@ -198,7 +199,7 @@ def evaluate_global(msg: Message, context: Context) -> Message:
         return _reply(msg, node, ReplyStatus.PAUSED, ReplyMetrics(plan.server_round, 0))
     arrays = msg.content.array_records[Record.ARRAYS]
     save_last_model(node, plan, arrays, plan.server_round)
-    held_out = _held_out(node, plan, arrays)
+    held_out = _held_out(plan, node, arrays, _rows(node, plan, msg, train=False))
     return _reply(msg, node, ReplyStatus.EVALUATED, ReplyMetrics(held_out=held_out))
 
 

@@ -1,7 +1,8 @@
 """The message contract between the fedgaze ServerApp and ClientApp (one place, both sides).
 
 Train request:  ``arrays`` (global model), ``config`` (a :class:`~fedgaze.federation.settings.
-                RoundPlan`).
+                RoundPlan`); in a text model run whose devices infer labels,
+                ``behaviour-arrays`` (the behaviour model they infer them with).
 Train reply:    ``arrays`` (the device's new local model, when it trained), ``metrics``
                 (:class:`ReplyMetrics`): the round it answers (``server-round``, checked against
                 the round asked), the example count, the DP-SGD parameters of this round and the
@@ -51,6 +52,7 @@ class Record(StrEnum):
     DEVICE = "device"
     DP_RECORD = "dp-record"
     LABELS = "labels"
+    BEHAVIOUR_ARRAYS = "behaviour-arrays"
 
 
 class LabelKey(StrEnum):

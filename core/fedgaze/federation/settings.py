@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from fedgaze import defaults
 from fedgaze.labels.rows import LabelSource
+from fedgaze.model.kind import ModelKind, TextLabels
 from fedgaze.privacy.params import DeviceBudget, DPSGDParams
 
 M = TypeVar("M", bound=BaseModel)
@@ -88,11 +89,18 @@ class NodeSettings(_Frozen):
 
 
 class TrainingPlan(DPSGDParams):
-    """What the server asks of every device: DP-SGD hyperparameters and the held-out split."""
+    """What the server asks of every device: DP-SGD hyperparameters, the held-out split, and
+    which model it trains (the behaviour model, or the text reward model with its encoder and
+    the labels it learns from)."""
 
     run_key: str = Field(min_length=1)
     holdout: float = Field(default=defaults.HOLDOUT, ge=0, lt=1)
     seed: int = defaults.SEED
+    model_kind: ModelKind = "behaviour"
+    text_labels: TextLabels = defaults.TEXT_LABELS
+    encoder: str = Field(default=defaults.TEXT_ENCODER, min_length=1)
+    """The frozen text encoder of the text model (``wordllama`` or
+    ``sentence-transformers:PATH`` on the device)."""
 
 
 class RoundPlan(TrainingPlan):
@@ -177,6 +185,10 @@ class ServerSettings(TrainingPlan):
     """After the last round, ask every device for its preference labels, released with
     randomized response at this epsilon (None: no labels round)."""
     label_source: LabelSource = defaults.LABEL_SOURCE
+    behaviour_model: str | None = None
+    """Text model runs: the behaviour model directory (on the server) whose weights the devices
+    use to infer labels where the person gave none (needed unless ``text_labels`` is
+    ``explicit``; it should be a DP release, e.g. the final model of a federated run)."""
     resume: bool = False
     """Continue the run recorded in ``run_dir`` after its last committed round instead of
     starting one (see :func:`fedgaze.server.ledger.resume_conflicts` for what may change)."""
@@ -190,6 +202,21 @@ class ServerSettings(TrainingPlan):
                 f"aggregation {self.aggregation!r} cannot be combined with client-level DP "
                 "(client-dp-noise-multiplier), which always aggregates with DP-FedAvg"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _text_labels_need_a_behaviour_model(self) -> ServerSettings:
+        if (
+            self.model_kind == "text"
+            and self.text_labels != "explicit"
+            and self.behaviour_model is None
+        ):
+            raise ValueError(
+                f"text-labels {self.text_labels!r} needs behaviour-model: a behaviour model "
+                "directory whose inference labels the comparisons people did not label"
+            )
+        if self.model_kind == "text" and self.epsilon_label is not None:
+            raise ValueError("a labels round (epsilon-label) needs the behaviour model kind")
         return self
 
     @property

@@ -5,15 +5,20 @@ from __future__ import annotations
 import torch
 
 from fedgaze.features.v2 import FEATURE_SET, N_SIDE_FEATURES
-from fedgaze.model.reward import PairwiseRewardModel, load_numpy_state, state_to_numpy
+from fedgaze.model.kind import ModelKind
+from fedgaze.model.reward import PairwiseRewardModel, load_numpy_state, new_model, state_to_numpy
 from fedgaze.model.store import ModelDirError, SavedModel
 from fedgaze.model.weights import ModelState
 
 
-def initial_state(hidden: int, seed: int) -> ModelState:
-    """A freshly initialised reward model's weights, reproducible from ``seed``."""
+def initial_state(
+    hidden: int, seed: int, kind: ModelKind = "behaviour", n_features: int = N_SIDE_FEATURES
+) -> ModelState:
+    """A freshly initialised reward model's weights, reproducible from ``seed`` (``n_features``:
+    the text model's feature width; the behaviour model's is fixed by its feature set)."""
     torch.manual_seed(seed)
-    return state_to_numpy(PairwiseRewardModel(N_SIDE_FEATURES, hidden=hidden))
+    width = N_SIDE_FEATURES if kind == "behaviour" else n_features
+    return state_to_numpy(new_model(kind, width, hidden, None))
 
 
 def build_model(saved: SavedModel) -> PairwiseRewardModel:

@@ -24,6 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from fedgaze import defaults
+from fedgaze.model.kind import ModelKind
 
 OPACUS_PREFIX = "_module."
 """Prefix that Opacus' ``GradSampleModule`` adds to parameter names."""
@@ -74,6 +75,56 @@ class PairwiseRewardModel(nn.Module):
         return r[:, 1] - r[:, 0]
 
 
+class TextRewardModel(nn.Module):
+    """The text reward model ``r(prompt, response)``: an MLP of one answer's text features
+    (:mod:`fedgaze.text.features`); the logit that the right answer is preferred is
+    ``r(right) - r(left)`` (Bradley-Terry, antisymmetric by construction).
+
+    Unlike :class:`PairwiseRewardModel` a side's reward does not look at the other side, so
+    :meth:`reward` scores any single response to a prompt. Its parameters are named ``score.*``
+    (the behaviour model's ``net.*``), so a state says which model it is.
+    """
+
+    def __init__(
+        self, n_features: int, hidden: int = defaults.HIDDEN, *, seed: int | None = None
+    ) -> None:
+        super().__init__()
+        if n_features < 1 or hidden < 0:
+            raise ValueError(f"need n_features >= 1 and hidden >= 0, got {n_features} and {hidden}")
+        self.n_features = n_features
+        self.hidden = hidden
+        with torch.random.fork_rng(devices=[], enabled=seed is not None):
+            if seed is not None:
+                torch.manual_seed(seed)
+            self.score = (
+                nn.Sequential(nn.Linear(n_features, 1))
+                if hidden == 0
+                else nn.Sequential(nn.Linear(n_features, hidden), nn.Tanh(), nn.Linear(hidden, 1))
+            )
+
+    def reward(self, x: Tensor) -> Tensor:
+        """Reward of each answer, shape (B,), from ``x`` of shape (B, F)."""
+        if x.dim() != 2 or x.shape[1] != self.n_features:
+            raise ValueError(f"expected input (B, {self.n_features}), got {tuple(x.shape)}")
+        return self.score(x)[:, 0]
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Logit that the right answer is preferred, shape (B,): ``r(right) - r(left)``."""
+        if x.dim() != 3 or x.shape[1] != 2 or x.shape[2] != self.n_features:
+            raise ValueError(f"expected input (B, 2, {self.n_features}), got {tuple(x.shape)}")
+        return self.score(x[:, 1])[:, 0] - self.score(x[:, 0])[:, 0]
+
+
+RewardNet = PairwiseRewardModel | TextRewardModel
+
+
+def new_model(kind: ModelKind, n_features: int, hidden: int, seed: int | None) -> RewardNet:
+    """A freshly initialised model of ``kind`` (``seed``: reproducible weights)."""
+    if kind == "text":
+        return TextRewardModel(n_features, hidden=hidden, seed=seed)
+    return PairwiseRewardModel(n_features, hidden=hidden, seed=seed)
+
+
 def clean_name(name: str) -> str:
     """A parameter name without the Opacus wrapper prefix."""
     return name.removeprefix(OPACUS_PREFIX)
@@ -113,8 +164,15 @@ def load_numpy_state(model: nn.Module, state: Mapping[str, np.ndarray]) -> None:
     model.load_state_dict(tensors, strict=True)
 
 
-def model_from_state(state: Mapping[str, np.ndarray]) -> PairwiseRewardModel:
-    """Rebuild a model whose architecture (features, hidden units) is read off ``state``."""
+def model_from_state(state: Mapping[str, np.ndarray]) -> RewardNet:
+    """Rebuild a model whose kind and architecture (features, hidden units) are read off
+    ``state``: ``score.*`` parameters are a :class:`TextRewardModel`, ``net.*`` a
+    :class:`PairwiseRewardModel`."""
+    if "score.0.weight" in state:
+        hidden, n_features = np.shape(state["score.0.weight"])
+        text = TextRewardModel(n_features, hidden=hidden if "score.2.weight" in state else 0)
+        load_numpy_state(text, state)
+        return text
     try:
         hidden, twice_f = np.shape(state["net.0.weight"])
     except (KeyError, ValueError) as err:

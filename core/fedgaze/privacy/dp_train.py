@@ -42,9 +42,11 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from fedgaze import defaults
+from fedgaze.model.kind import ModelKind
 from fedgaze.model.reward import (
-    PairwiseRewardModel,
+    RewardNet,
     model_from_state,
+    new_model,
     state_to_numpy,
 )
 from fedgaze.model.weights import ModelState
@@ -64,8 +66,10 @@ __all__ = [
     "BudgetExhausted",
     "DPConfig",
     "LocalResult",
+    "ModelKind",
     "RoundAlreadyCharged",
     "device_round_seed",
+    "new_model",
     "train_central",
     "train_local",
     "train_local_nonprivate",
@@ -173,23 +177,31 @@ def _training_env() -> Iterator[None]:
         torch.set_num_threads(threads)
 
 
-def _as_training_arrays(X: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _as_training_arrays(
+    X: np.ndarray, y: np.ndarray, soft: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
     Xa = np.ascontiguousarray(X, dtype=np.float32)
     ya = np.ascontiguousarray(y, dtype=np.float32).reshape(-1)
     if Xa.ndim != 3 or Xa.shape[1] != 2 or len(Xa) != len(ya):
         raise ValueError(f"expected X (n, 2, F) and y (n,), got {Xa.shape} and {ya.shape}")
     if not np.isfinite(Xa).all():
         raise ValueError("X has non-finite values")
-    if not np.isin(ya, (0.0, 1.0)).all():
+    if soft:
+        if not (np.isfinite(ya).all() and ((ya >= 0) & (ya <= 1)).all()):
+            raise ValueError("soft labels y must be probabilities in [0, 1] of right preferred")
+    elif not np.isin(ya, (0.0, 1.0)).all():
         raise ValueError("y must be 0 (left preferred) or 1 (right preferred)")
     return Xa, ya
 
 
 def _initial_model(
-    model_state: Mapping[str, np.ndarray] | None, n_features: int, seed: int
-) -> PairwiseRewardModel:
+    model_state: Mapping[str, np.ndarray] | None,
+    n_features: int,
+    seed: int,
+    kind: ModelKind = "behaviour",
+) -> RewardNet:
     if model_state is None:
-        return PairwiseRewardModel(n_features, hidden=defaults.HIDDEN, seed=seed)
+        return new_model(kind, n_features, defaults.HIDDEN, seed)
     model = model_from_state(model_state)
     if model.n_features != n_features:
         raise ValueError(f"model expects {model.n_features} features, X has {n_features}")
@@ -277,8 +289,12 @@ def train_local(
     run_id: str,
     round: int,
     seed: int,
+    soft_labels: bool = False,
 ) -> LocalResult:
     """Train one round of DP-SGD on this device's comparisons, within its privacy budget.
+
+    ``soft_labels``: ``y`` holds probabilities that the right answer is preferred (the binary
+    cross-entropy then takes them as soft targets); otherwise ``y`` is 0 or 1.
 
     ``model_state`` is the global model pushed by the server (None: a fresh model from
     ``seed``). Returns new weights and ``new_privacy_state`` = ``state`` plus this round's
@@ -292,7 +308,7 @@ def train_local(
       and no new charge; with different inputs (or a replay that does not reproduce) it raises
       :class:`RoundAlreadyCharged`, because a second, different release would cost again.
     """
-    Xa, ya = _as_training_arrays(X, y)
+    Xa, ya = _as_training_arrays(X, y, soft_labels)
     model = _initial_model(model_state, Xa.shape[2], seed)
     n = len(ya)
     if n == 0:
@@ -417,6 +433,7 @@ def train_local_nonprivate(
     batch_size: int,
     seed: int,
     optimizer: Literal["sgd", "adam"] = "sgd",
+    soft_labels: bool = False,
 ) -> ModelState:
     """One local round without differential privacy: the non-private federated baseline.
 
@@ -424,9 +441,9 @@ def train_local_nonprivate(
     ``batch_size`` and no clipping or noise, so that comparing the two isolates what DP costs.
     Nothing is charged; this must never run on a deployed device (its update is not private).
     ``seed`` fixes a fresh model's weights and the shuffling. With no rows the model comes
-    back unchanged.
+    back unchanged. ``soft_labels`` as for :func:`train_local`.
     """
-    Xa, ya = _as_training_arrays(X, y)
+    Xa, ya = _as_training_arrays(X, y, soft_labels)
     model = _initial_model(model_state, Xa.shape[2], seed)
     if len(ya) == 0:
         return state_to_numpy(model)
@@ -452,6 +469,8 @@ def train_central(
     batch_size: int = 32,
     hidden: int = defaults.HIDDEN,
     optimizer: Literal["sgd", "adam"] | None = None,
+    kind: ModelKind = "behaviour",
+    soft_labels: bool = False,
 ) -> tuple[ModelState, float | None]:
     """Train on pooled data (baselines): non-private, or DP-SGD calibrated to a target epsilon.
 
@@ -461,10 +480,11 @@ def train_central(
     ``epochs`` (``dp.noise_multiplier`` is ignored), using ``dp.batch_size``,
     ``dp.max_grad_norm``, ``dp.accountant`` and ``dp.optimizer``; returns the epsilon spent.
     ``seed`` fixes the initial weights and (non-private) the shuffling; DP noise and sampling use
-    a secret seed, so DP runs are not bit-reproducible.
+    a secret seed, so DP runs are not bit-reproducible. ``kind`` picks the model,
+    ``soft_labels`` lets ``y`` be probabilities (soft targets).
     """
-    Xa, ya = _as_training_arrays(X, y)
-    model = PairwiseRewardModel(Xa.shape[2], hidden=hidden, seed=seed)
+    Xa, ya = _as_training_arrays(X, y, soft_labels)
+    model = new_model(kind, Xa.shape[2], hidden, seed)
     dataset = TensorDataset(torch.from_numpy(Xa), torch.from_numpy(ya))
     if len(ya) == 0:
         return state_to_numpy(model), (0.0 if dp else None)

@@ -10,6 +10,7 @@ checkpoint and repeats at most the round that was under way.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +61,17 @@ class RunProgress:
         )
 
 
+def model_width(settings: ServerSettings) -> tuple[str, int]:
+    """The feature set and input width of the run's model (a text run's depends on its
+    encoder, which is loaded here to read its dimension: WordLlama needs no torch)."""
+    if settings.model_kind == "behaviour":
+        return FEATURE_SET, N_SIDE_FEATURES
+    from fedgaze.text.encoder import load_encoder
+    from fedgaze.text.features import TEXT_FEATURE_SET, n_text_features
+
+    return TEXT_FEATURE_SET, n_text_features(load_encoder(settings.encoder).dim)
+
+
 def save_global_model(
     directory: Path,
     state: ModelState,
@@ -68,12 +80,13 @@ def save_global_model(
     extra: dict[str, Any] | None = None,
 ) -> None:
     """Write the global model after round ``rnd`` as a model directory."""
+    feature_set, n_features = model_width(settings)
     save_model(
         directory,
         SavedModel(
             state=state,
-            feature_set=FEATURE_SET,
-            n_features=N_SIDE_FEATURES,
+            feature_set=feature_set,
+            n_features=n_features,
             hidden=settings.hidden,
             provenance={
                 "run_key": settings.run_key,
@@ -82,6 +95,58 @@ def save_global_model(
                 **(extra or {}),
             },
         ),
+    )
+
+
+@lru_cache(maxsize=2)
+def _behaviour(directory: str) -> ModelState:
+    try:
+        return load_model(directory).state
+    except ModelDirError as err:
+        raise ResumeError(f"behaviour-model: {err}") from None
+
+
+def behaviour_state(settings: ServerSettings) -> ModelState | None:
+    """The behaviour model a text run's devices infer labels with (None: they need none)."""
+    if settings.model_kind != "text" or settings.text_labels == "explicit":
+        return None
+    assert settings.behaviour_model is not None  # ServerSettings requires it here
+    return _behaviour(settings.behaviour_model)
+
+
+def save_text_global_model(
+    directory: Path, progress: RunProgress, settings: ServerSettings
+) -> None:
+    """Write a text run's final model as a text model directory (:mod:`fedgaze.text.model_dir`),
+    with the privacy provenance of the devices that trained it."""
+    from fedgaze.text.encoder import load_encoder
+    from fedgaze.text.model_dir import encoder_info, save_text_model
+
+    trained = [d for d in progress.devices.values() if d.rounds_participated]
+    epsilons = sorted(d.epsilon for d in trained)
+    provenance: dict[str, Any] = {
+        "mode": "federated",
+        "run_key": settings.run_key,
+        "rounds": progress.completed,
+        "labels": settings.text_labels,
+        "behaviour_model": settings.behaviour_model,
+        "devices": len(epsilons),
+        "examples": sum(d.examples for d in trained),
+        "epsilon_per_device": (
+            {"min": epsilons[0], "median": epsilons[len(epsilons) // 2], "max": epsilons[-1]}
+            if epsilons
+            else None
+        ),
+        "delta": sorted({d.delta for d in trained}),
+        "unit": "one comparison on one device (DP-SGD on each device)",
+        "ledger": str(RunLayout(Path(settings.run_dir)).server_ledger),
+    }
+    save_text_model(
+        directory,
+        progress.state,
+        encoder=encoder_info(load_encoder(settings.encoder), settings.encoder),
+        hidden=settings.hidden,
+        provenance=provenance,
     )
 
 
@@ -105,7 +170,9 @@ def start_or_resume(run_dir: Path, settings: ServerSettings) -> RunProgress:
         # torch, only to draw a new run's initial weights.
         from fedgaze.model.factory import initial_state
 
-        return RunProgress(0, initial_state(settings.hidden, settings.seed))
+        _, n_features = model_width(settings)
+        state = initial_state(settings.hidden, settings.seed, settings.model_kind, n_features)
+        return RunProgress(0, state)
     try:
         saved = load_model(RunLayout(run_dir).checkpoint(recorded.last_round))
         progress = RunProgress.from_checkpoint(saved)

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from fedgaze import defaults
 from fedgaze.federation.settings import Aggregation, ServerSettings, SettingsError
 from fedgaze.labels.rows import LabelSource
+from fedgaze.model.kind import ModelKind, TextLabels
 from fedgaze.privacy.params import DPSGDParams
 
 
@@ -123,6 +124,16 @@ class LabelsSection(_Section):
     source: LabelSource = defaults.LABEL_SOURCE
 
 
+class ModelSection(_Section):
+    """Which model the run trains: the behaviour model, or the text reward model."""
+
+    kind: ModelKind = "behaviour"
+    text_labels: TextLabels = defaults.TEXT_LABELS
+    encoder: str = Field(default=defaults.TEXT_ENCODER, min_length=1)
+    behaviour_model: Path | None = None
+    """Text runs: the behaviour model directory the devices infer labels with."""
+
+
 class ServerConfig(_Section):
     """A whole ``server.toml``."""
 
@@ -139,6 +150,7 @@ class ServerConfig(_Section):
     client_dp: ClientDPSection = ClientDPSection()
     aggregation: AggregationSection = AggregationSection()
     labels: LabelsSection = LabelsSection()
+    model: ModelSection = ModelSection()
 
     @model_validator(mode="after")
     def _auth_needs_tls(self) -> ServerConfig:
@@ -173,6 +185,12 @@ class ServerConfig(_Section):
             max_update_norm=agg.max_update_norm,
             epsilon_label=self.labels.epsilon_label if self.labels.enabled else None,
             label_source=self.labels.source,
+            model_kind=self.model.kind,
+            text_labels=self.model.text_labels,
+            encoder=self.model.encoder,
+            behaviour_model=(
+                None if self.model.behaviour_model is None else str(self.model.behaviour_model)
+            ),
             **self.federation.model_dump(exclude={"run_timeout"}),
             **dp.model_dump(exclude={"epsilon"}),
         )
@@ -189,6 +207,7 @@ _PATH_KEYS = {
     ("tls", "server_cert"),
     ("tls", "server_key"),
     ("auth", "device_keys_dir"),
+    ("model", "behaviour_model"),
 }
 
 

@@ -42,15 +42,23 @@ def wait_for_nodes(grid: Grid, min_nodes: int, timeout: float, poll: float = 0.5
 
 
 def round_messages(
-    node_ids: Iterable[int], state: ModelState, plan: RoundPlan, kind: str, rnd: int
+    node_ids: Iterable[int],
+    state: ModelState,
+    plan: RoundPlan,
+    kind: str,
+    rnd: int,
+    behaviour: ModelState | None = None,
 ) -> list[Message]:
-    """One ``kind`` (train or evaluate) message per node, carrying ``state`` and ``plan``."""
+    """One ``kind`` (train or evaluate) message per node, carrying ``state`` and ``plan`` (and,
+    for a text model run that infers labels, the ``behaviour`` model)."""
     content = RecordDict(
         {
             protocol.Record.ARRAYS.value: to_array_record(state),
             protocol.Record.CONFIG.value: ConfigRecord(plan.to_config()),
         }
     )
+    if behaviour is not None:
+        content[protocol.Record.BEHAVIOUR_ARRAYS.value] = to_array_record(behaviour)
     return [
         Message(content=content, dst_node_id=node, message_type=kind, group_id=str(rnd))
         for node in node_ids

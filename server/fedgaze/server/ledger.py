@@ -89,11 +89,13 @@ def resume_conflicts(original: dict[str, Any], settings: ServerSettings) -> list
     model, the aggregation) would make the resumed rounds a different run under the same name.
     """
     new = settings.model_dump()
+    # A setting the run-start record lacks (a run started by an older fedgaze) had its default.
+    started = {k: original.get(k, ServerSettings.model_fields[k].default) for k in new}
     return [
-        f"{key.replace('_', '-')}: the run started with {original.get(key)!r}, "
+        f"{key.replace('_', '-')}: the run started with {started[key]!r}, "
         f"the config now says {new[key]!r}"
         for key in sorted(new)
-        if key not in RESUME_MUTABLE and original.get(key) != new[key]
+        if key not in RESUME_MUTABLE and started[key] != new[key]
     ]
 
 

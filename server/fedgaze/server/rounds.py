@@ -39,7 +39,9 @@ from fedgaze.server.admission import accept_updates
 from fedgaze.server.aggregate import aggregate, dp_fedavg, weighted_mean
 from fedgaze.server.checkpoints import (
     RunProgress,
+    behaviour_state,
     save_global_model,
+    save_text_global_model,
     start_or_resume,
     write_checkpoint,
 )
@@ -146,7 +148,14 @@ def run_round(
     t0 = time.monotonic()
     plan = settings.plan(rnd)
     state = progress.state
-    messages = round_messages(sorted(grid.get_node_ids()), state, plan, MessageType.TRAIN, rnd)
+    messages = round_messages(
+        sorted(grid.get_node_ids()),
+        state,
+        plan,
+        MessageType.TRAIN,
+        rnd,
+        behaviour=behaviour_state(settings),
+    )
     outcome = exchange(grid, messages, settings.round_timeout)
     progress.evaluations.append(evaluation((r for r, _ in outcome.reports), rnd - 1))
     emit(run_dir, Evaluated(progress.evaluations[-1]))
@@ -191,7 +200,10 @@ def finish(grid: Grid, settings: ServerSettings, nodes: int, progress: RunProgre
     final = exchange(grid, messages, settings.round_timeout)
     last = evaluation((r for r, _ in final.reports), settings.rounds, final.failures)
     emit(layout.root, Evaluated(last))
-    save_global_model(layout.model, progress.state, settings, settings.rounds)
+    if settings.model_kind == "text":
+        save_text_global_model(layout.model, progress, settings)
+    else:
+        save_global_model(layout.model, progress.state, settings, settings.rounds)
     result = ServerResult(
         run_key=settings.run_key,
         rounds=settings.rounds,
