@@ -226,8 +226,7 @@ def _logits(state: Mapping[str, np.ndarray], X: np.ndarray) -> np.ndarray:
 
 
 def implicit_targets(cohort: al.Cohort, rows: np.ndarray, state: Any) -> np.ndarray:
-    """P(right preferred) of each comparison in ``rows`` by the behaviour model ``state``, device
-    by device from the comparison's own traces, as a device computes it."""
+    """P(right) of each comparison in ``rows`` from its own traces, device by device."""
     from fedgaze.labels.release import implicit_p_right
 
     out = np.zeros(len(rows))
@@ -271,8 +270,7 @@ def run_task(task: Task) -> dict[str, Any]:
         lab = train[labelled]
         behaviour, spent = al.train_model(cohort.X[lab], cohort.y[lab], task.seed, eps)
         p = implicit_targets(cohort, train, behaviour)
-        rest = ~labelled
-        info["behaviour_epsilon"] = spent
+        rest, info["behaviour_epsilon"] = ~labelled, spent
         info["implicit_label_accuracy"] = float(np.mean((p[rest] >= 0.5) == cohort.y[train][rest]))
     rows, targets = training_targets(cohort.y[train], labelled, p)
     if task.column == CENTRAL:
@@ -340,9 +338,8 @@ print(f"MEASURED {usage.ru_maxrss} {cpu} {os.waitstatus_to_exitcode(status)}", f
 
 
 def measured(cmd: Sequence[str], pin: bool = False) -> dict[str, Any]:
-    """Stdout, wall and CPU seconds and peak RSS (MiB, its own ``wait4`` rusage) of ``cmd`` run
-    as the child of a small launcher (Linux counts a forked child's pre-exec memory in its peak
-    RSS: a direct child of this benchmark would report ours), ``pin``: on one CPU."""
+    """Stdout, wall and CPU s and peak RSS (MiB, by ``wait4``) of ``cmd`` run by a small launcher
+    (Linux counts a forked child's pre-exec memory in its peak RSS); ``pin``: on one CPU."""
     threads = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
     env = {**os.environ, **dict.fromkeys(threads, "1"), "TOKENIZERS_PARALLELISM": "false"}
     t0 = time.perf_counter()
@@ -360,9 +357,8 @@ def measured(cmd: Sequence[str], pin: bool = False) -> dict[str, Any]:
 def throughput(
     encoder: Any, state: Mapping[str, np.ndarray], lines: Sequence[Mapping[str, str]], batch: int
 ) -> dict[str, float]:
-    """Responses scored per CPU and per wall second by ``answer_features`` +
-    ``TextRewardModel.reward`` in batches of ``batch``, one torch thread, after one untimed
-    warm-up batch (``--throughput-child``: run in a process pinned to one CPU)."""
+    """Responses per CPU and wall second of ``answer_features`` + ``TextRewardModel.reward`` in
+    batches, one torch thread, after a warm-up batch (run pinned: ``--throughput-child``)."""
     import torch
 
     from fedgaze.model.reward import TextRewardModel, model_from_state
@@ -385,9 +381,8 @@ def throughput(
 
 
 def scoring_cost(cohort: al.Cohort, X: np.ndarray, recipe: Mapping[str, Any]) -> dict[str, Any]:
-    """Throughput on one core, and peak RSS of ``fedgaze reward score`` on ``SCORE_LINES``
-    real lines (and of a process that only imports torch and the text model's modules), for the
-    picked recipe trained on every comparison (its weights do not change the cost)."""
+    """Throughput on one core and peak RSS of ``fedgaze reward score`` on ``SCORE_LINES`` real
+    lines, for the picked recipe trained on every comparison (weights do not change the cost)."""
     from fedgaze.text.model_dir import encoder_info, save_text_model
 
     state = _train_text(X, cohort.y.astype(np.float32), recipe, 0)
@@ -425,8 +420,10 @@ def scoring_cost(cohort: al.Cohort, X: np.ndarray, recipe: Mapping[str, Any]) ->
 # ---- output ---------------------------------------------------------------------------------
 
 
-def reading(summary: Mapping[str, Mapping[str, Any]]) -> tuple[str, str]:
-    """The target's verdict and a short reading, worded from the numbers only."""
+def reading(
+    summary: Mapping[str, Mapping[str, Any]], agree: Mapping[str, float]
+) -> tuple[str, str]:
+    """The verdict and a reading from the numbers only (``agree``: implicit label accuracy)."""
 
     def m(p: str, row: str, col: str, what: str = "accuracy") -> float:
         return float(summary[cell_key(p, row, col)][f"{what}_mean"])
@@ -456,8 +453,10 @@ def reading(summary: Mapping[str, Mapping[str, Any]]) -> tuple[str, str]:
         f"in {sum(min(d) > 0 for d in diffs)} of the {len(cells)} (protocol, share, column) "
         f"cells and lowered both in {sum(max(d) < 0 for d in diffs)}; accuracy changed by "
         f"{min(a for a, _ in diffs):+.1f} to {max(a for a, _ in diffs):+.1f} points, AUC by "
-        f"{min(u for _, u in diffs):+.1f} to {max(u for _, u in diffs):+.1f}. Differences "
-        "within the seed std in the tables are within seed-to-seed noise."
+        f"{min(u for _, u in diffs):+.1f} to {max(u for _, u in diffs):+.1f}. The implicit "
+        "labels (P(right) >= 0.5) matched the withheld explicit choice on "
+        f"{agree[CENTRAL]:.3f} (non-private behaviour model) and {agree[FEDERATED]:.3f} (DP) of "
+        "the unlabelled training comparisons (mean over every split, share and seed)."
     )
     return verdict, text
 
@@ -580,7 +579,9 @@ def main() -> None:
     result: dict[str, Any] = {"config": config, "summary": summary, "scoring_cost": cost}
     result["selection"] = {"candidates": scores, "picked": recipe}
     result["cells"] = [{"task": r["task"], **r["info"], "cpu_s": r["cpu_s"]} for r in results]
-    result["verdict"], result["reading"] = reading(summary)
+    ok = [(r["task"]["column"], r["info"].get("implicit_label_accuracy")) for r in results]
+    agree = {c: statistics.mean(a for k, a in ok if k == c and a is not None) for c in COLUMNS}
+    result["verdict"], result["reading"] = reading(summary, agree)
     command = "python bench/text_reward_benchmark.py" + (
         " --quick" if args.quick else (f" --seeds {args.seeds}" if args.seeds != 3 else "")
     )

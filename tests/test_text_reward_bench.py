@@ -111,10 +111,11 @@ def test_summary_table_and_reading() -> None:
     assert table[0].startswith("| training labels | central, non-private: accuracy")
     assert table[5].endswith("| - | - |")  # the missing cell
     assert trb.format_pair(summary[trb.cell_key("grouped", trb.LONGER, trb.CENTRAL)]) in table[2]
-    verdict, text = trb.reading(_summary(0.04))
+    agree = {trb.CENTRAL: 0.61, trb.FEDERATED: 0.555}
+    verdict, text = trb.reading(_summary(0.04), agree)
     assert "met centrally (accuracy / AUC +4.5 / +4.5 points), met federated" in verdict
-    assert "in 8 of the 8" in text
-    assert "not met centrally" in trb.reading(_summary(0.02))[0]
+    assert "in 8 of the 8" in text and "on 0.610 (non-private behaviour model) and 0.555" in text
+    assert "not met centrally" in trb.reading(_summary(0.02), agree)[0]
 
 
 @pytest.mark.slow

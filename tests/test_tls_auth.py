@@ -112,7 +112,10 @@ def test_security_flags_follow_the_launched_commands(tmp_path: Path) -> None:
     assert not _uses_tls(plain, [plain_node]) and not _uses_node_auth(plain, [plain_node], [])
 
 
-@pytest.mark.parametrize("command", [pytest.param("demo", marks=pytest.mark.slow), "train"])
+@pytest.mark.parametrize(
+    "command",
+    [pytest.param("demo", marks=pytest.mark.slow), pytest.param("train", marks=pytest.mark.slow)],
+)
 def test_insecure_flag_reaches_the_launcher_with_a_warning(
     command: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -20,7 +20,7 @@ from pydantic import Field
 
 from fedgaze import defaults
 from fedgaze.model.kind import ModelKind
-from fedgaze.model.reward import state_to_numpy
+from fedgaze.model.reward import new_model, state_to_numpy
 from fedgaze.model.weights import ModelState
 from fedgaze.privacy.accounting import calibrate_noise_multiplier
 from fedgaze.privacy.central import CentralDPConfig, central_epsilon
@@ -28,7 +28,6 @@ from fedgaze.privacy.dp_train import (
     BudgetExhausted,
     DPConfig,
     device_round_seed,
-    new_model,
     train_local,
     train_local_nonprivate,
 )

@@ -69,7 +69,6 @@ __all__ = [
     "ModelKind",
     "RoundAlreadyCharged",
     "device_round_seed",
-    "new_model",
     "train_central",
     "train_local",
     "train_local_nonprivate",
