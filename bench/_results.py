@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Any
 
 from fedgaze.atomic import write_bytes_atomic
 
@@ -19,3 +21,22 @@ def write_section(path: Path, marker: str, section: str, heading: str) -> None:
     else:
         text = text.rstrip() + f"\n\n{heading}\n\n{block}\n"
     write_bytes_atomic(path, text.encode("utf-8"))
+
+
+def publish(
+    section: str,
+    result: dict[str, Any],
+    *,
+    markdown: Path | None,
+    json_path: Path | None,
+    marker: str,
+    heading: str,
+) -> None:
+    """Write a benchmark's ``section`` into ``markdown`` (between its markers) and its
+    ``result`` as JSON into ``json_path`` (each when given), then print the section."""
+    if markdown is not None:
+        write_section(markdown, marker, section, heading)
+    if json_path is not None:
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        json_path.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    print(section)

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import multiprocessing
 import os
 import resource
@@ -45,7 +44,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _results import write_section
+from _results import publish
 from fedgaze import defaults
 from fedgaze.data.ifllm import load_ifllm
 from fedgaze.data.schema import Device, Query
@@ -587,13 +586,14 @@ def main() -> None:
     command = "python bench/alignment_labels.py" + (
         " --quick" if args.quick else (f" --seeds {args.seeds}" if args.seeds != 3 else "")
     )
-    section = render(result, command)
-    if args.out:
-        write_section(args.out, MARKER, section, HEADING)
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-    print(section)
+    publish(
+        render(result, command),
+        result,
+        markdown=args.out,
+        json_path=args.json,
+        marker=MARKER,
+        heading=HEADING,
+    )
 
 
 if __name__ == "__main__":

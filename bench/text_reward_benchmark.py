@@ -35,7 +35,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import alignment_labels as al
-from _results import write_section
+from _results import publish
 from fedgaze import defaults
 from fedgaze.text.encoder import load_encoder
 from fedgaze.text.features import answer_features, comparison_features
@@ -585,13 +585,14 @@ def main() -> None:
     command = "python bench/text_reward_benchmark.py" + (
         " --quick" if args.quick else (f" --seeds {args.seeds}" if args.seeds != 3 else "")
     )
-    section = render(result, command)
-    if args.out:
-        write_section(args.out, MARKER, section, HEADING)
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-    print(section)
+    publish(
+        render(result, command),
+        result,
+        markdown=args.out,
+        json_path=args.json,
+        marker=MARKER,
+        heading=HEADING,
+    )
 
 
 if __name__ == "__main__":

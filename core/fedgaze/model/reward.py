@@ -30,6 +30,19 @@ OPACUS_PREFIX = "_module."
 """Prefix that Opacus' ``GradSampleModule`` adds to parameter names."""
 
 
+def _mlp(width: int, hidden: int, seed: int | None) -> nn.Sequential:
+    """``Linear(width, 1)`` for ``hidden == 0``, else ``Linear, Tanh, Linear``; initialised
+    from ``seed`` without touching the global torch RNG (the global RNG when None)."""
+    if width < 1 or hidden < 0:
+        raise ValueError(f"need n_features >= 1 and hidden >= 0, got width {width} and {hidden}")
+    with torch.random.fork_rng(devices=[], enabled=seed is not None):
+        if seed is not None:
+            torch.manual_seed(seed)
+        if hidden == 0:
+            return nn.Sequential(nn.Linear(width, 1))
+        return nn.Sequential(nn.Linear(width, hidden), nn.Tanh(), nn.Linear(hidden, 1))
+
+
 class PairwiseRewardModel(nn.Module):
     """Bradley-Terry reward model over per-side features; ``forward`` gives logits of right.
 
@@ -43,20 +56,9 @@ class PairwiseRewardModel(nn.Module):
         self, n_features: int, hidden: int = defaults.HIDDEN, *, seed: int | None = None
     ) -> None:
         super().__init__()
-        if n_features < 1 or hidden < 0:
-            raise ValueError(f"need n_features >= 1 and hidden >= 0, got {n_features} and {hidden}")
         self.n_features = n_features
         self.hidden = hidden
-        with torch.random.fork_rng(devices=[], enabled=seed is not None):
-            if seed is not None:
-                torch.manual_seed(seed)
-            self.net = (
-                nn.Sequential(nn.Linear(2 * n_features, 1))
-                if hidden == 0
-                else nn.Sequential(
-                    nn.Linear(2 * n_features, hidden), nn.Tanh(), nn.Linear(hidden, 1)
-                )
-            )
+        self.net = _mlp(2 * n_features, hidden, seed)
 
     def rewards(self, x: Tensor) -> Tensor:
         """Reward of each side, shape (B, 2), from ``x`` of shape (B, 2, F)."""
@@ -89,18 +91,9 @@ class TextRewardModel(nn.Module):
         self, n_features: int, hidden: int = defaults.HIDDEN, *, seed: int | None = None
     ) -> None:
         super().__init__()
-        if n_features < 1 or hidden < 0:
-            raise ValueError(f"need n_features >= 1 and hidden >= 0, got {n_features} and {hidden}")
         self.n_features = n_features
         self.hidden = hidden
-        with torch.random.fork_rng(devices=[], enabled=seed is not None):
-            if seed is not None:
-                torch.manual_seed(seed)
-            self.score = (
-                nn.Sequential(nn.Linear(n_features, 1))
-                if hidden == 0
-                else nn.Sequential(nn.Linear(n_features, hidden), nn.Tanh(), nn.Linear(hidden, 1))
-            )
+        self.score = _mlp(n_features, hidden, seed)
 
     def reward(self, x: Tensor) -> Tensor:
         """Reward of each answer, shape (B,), from ``x`` of shape (B, F)."""
