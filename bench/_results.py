@@ -40,3 +40,9 @@ def publish(
         json_path.parent.mkdir(parents=True, exist_ok=True)
         json_path.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     print(section)
+
+
+def command_line(script: str, quick: bool, seeds: int, default_seeds: int = 3) -> str:
+    """The command that reproduces a benchmark run, as its section states it."""
+    options = " --quick" if quick else (f" --seeds {seeds}" if seeds != default_seeds else "")
+    return f"python {script}{options}"

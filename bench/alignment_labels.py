@@ -44,7 +44,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _results import publish
+from _results import command_line, publish
 from fedgaze import defaults
 from fedgaze.data.ifllm import load_ifllm
 from fedgaze.data.schema import Device, Query
@@ -583,11 +583,8 @@ def main() -> None:
         "splits": [{"task": r["task"], **r["info"], "cpu_s": r["cpu_s"]} for r in results],
     }
     result["reading"] = reading(summary, diagnostics)
-    command = "python bench/alignment_labels.py" + (
-        " --quick" if args.quick else (f" --seeds {args.seeds}" if args.seeds != 3 else "")
-    )
     publish(
-        render(result, command),
+        render(result, command_line("bench/alignment_labels.py", args.quick, args.seeds)),
         result,
         markdown=args.out,
         json_path=args.json,

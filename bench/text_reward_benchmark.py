@@ -35,7 +35,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import alignment_labels as al
-from _results import publish
+from _results import command_line, publish
 from fedgaze import defaults
 from fedgaze.text.encoder import load_encoder
 from fedgaze.text.features import answer_features, comparison_features
@@ -582,11 +582,8 @@ def main() -> None:
     ok = [(r["task"]["column"], r["info"].get("implicit_label_accuracy")) for r in results]
     agree = {c: statistics.mean(a for k, a in ok if k == c and a is not None) for c in COLUMNS}
     result["verdict"], result["reading"] = reading(summary, agree)
-    command = "python bench/text_reward_benchmark.py" + (
-        " --quick" if args.quick else (f" --seeds {args.seeds}" if args.seeds != 3 else "")
-    )
     publish(
-        render(result, command),
+        render(result, command_line("bench/text_reward_benchmark.py", args.quick, args.seeds)),
         result,
         markdown=args.out,
         json_path=args.json,

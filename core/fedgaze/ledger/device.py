@@ -31,7 +31,6 @@ from fedgaze.ledger.contract import (
 )
 from fedgaze.ledger.keys import load_or_create_signing_key, pseudonym, public_key_b64
 from fedgaze.ledger.records import JsonlLedger, LedgerRecord
-from fedgaze.privacy.accounting import epsilon_for
 from fedgaze.privacy.params import DeviceBudget
 from fedgaze.privacy.state import LabelEvent, PrivacyEvent, PrivacyState
 
@@ -116,14 +115,11 @@ def timeline(state: PrivacyState) -> list[PrivacyEvent | LabelEvent]:
     return out + labels
 
 
-def epsilon_through(state: PrivacyState, position: int, budget: DeviceBudget) -> float:
-    """Cumulative epsilon of the first ``position + 1`` entries of :func:`timeline`."""
-    done = timeline(state)[: position + 1]
-    history = [e.entry for e in done if isinstance(e, PrivacyEvent)]
-    label = max(
-        (e.epsilon_label for e in done if isinstance(e, LabelEvent) and e.rows), default=None
-    )
-    return epsilon_for(history, budget.delta, budget.accountant, label)
+def epsilon_through(done: Sequence[PrivacyEvent | LabelEvent], budget: DeviceBudget) -> float:
+    """Cumulative epsilon of a prefix ``done`` of :func:`timeline` (the state it was)."""
+    charges = tuple(e for e in done if isinstance(e, PrivacyEvent))
+    labels = tuple(e for e in done if isinstance(e, LabelEvent))
+    return PrivacyState(charges, labels).epsilon(budget.delta, budget.accountant)
 
 
 def missing_events(
@@ -151,12 +147,13 @@ def sync_ledger(
     with JsonlLedger.open(device_ledger_path(device_dir), key) as ledger:
         charged = recorded_keys(ledger.records)
         released = recorded_keys(ledger.records, RecordKind.LABEL_RELEASE)
-        for position, event in enumerate(timeline(state)):
+        events = timeline(state)
+        for position, event in enumerate(events):
             if event.key in (charged if isinstance(event, PrivacyEvent) else released):
                 continue
             common: dict[str, Any] = {
                 "device": device,
-                "epsilon": epsilon_through(state, position, budget),
+                "epsilon": epsilon_through(events[: position + 1], budget),
                 "budget": budget,
                 "time": datetime.now(UTC).isoformat(timespec="seconds"),
                 "versions": software_versions(),
