@@ -47,6 +47,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _results import write_section
 from fedgaze.atomic import write_json_atomic
 from fedgaze.client.capture.answers import Answer, write_replay
+from fedgaze.client.agent.open_page import open_link
 from fedgaze.client.capture.web import TOKEN_HEADER
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -144,7 +145,7 @@ def run(seconds: float, gaze_hz: float) -> dict[str, Any]:
         proc, info = _start_service(work)
         try:
             cpu_before = _cpu_s(proc.pid)
-            js = _drive(info["url"], seconds, gaze_hz)
+            js = _drive(open_link(work / "ready.json"), seconds, gaze_hz)  # as `client open`
             time.sleep(1.0)  # the beacon's request
             cpu_after = _cpu_s(proc.pid)
             status = _status(info["port"], info["token"])

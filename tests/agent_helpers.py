@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
+import json
+import subprocess
+import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -73,3 +77,29 @@ def store_synthetic(config: ClientConfig, comparisons: int = 8, **fields: str) -
     device = dataclasses.replace(device, device_id=config.device_id, queries=queries)
     save_device(config.layout.store, device, key_path=config.layout.store_key)
     return len(queries)
+
+
+@contextmanager
+def capture_service(config: ClientConfig, replay: Path, *extra: str) -> Iterator[dict[str, Any]]:
+    """The capture service of an enrolled device as its own process (as the agent starts it);
+    yields its ready file's content, then stops it with SIGTERM and checks it exited 0."""
+    layout = config.layout
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "fedgaze.client.capture.web", "--device-dir", str(layout.root),
+         "--store-dir", str(layout.store), "--store-key", str(layout.store_key),
+         "--replay", str(replay), "--ready-file", str(layout.capture_ready), *extra],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        wait_for("the ready file", lambda: layout.capture_ready.exists() or proc.poll())
+        assert proc.poll() is None, proc.communicate(timeout=10)[1]
+        yield dict(json.loads(layout.capture_ready.read_text()))
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+    assert proc.returncode == 0, proc.stderr.read() if proc.stderr else ""
+    assert not layout.capture_ready.exists()

@@ -141,11 +141,41 @@ def _page(server: CaptureServer) -> Iterator[Page]:
         try:
             page = browser.new_page(viewport={"width": 1280, "height": 800})
             page.set_default_timeout(10_000)
-            page.goto(server.url)
+            page.goto(server.open_url())  # the one-time link: a session cookie, then the page
+            assert page.url == server.url
             page.wait_for_function("() => window.fedgazePage && fedgazePage.current() !== null")
             yield page
         finally:
             browser.close()
+
+
+def test_a_browser_without_the_link_gets_no_page_and_no_token(
+    capture: tuple[CaptureServer, CaptureSink],
+) -> None:
+    from playwright.sync_api import sync_playwright
+
+    server, sink = capture
+    used = server.open_url()
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            person = browser.new_context()
+            assert person.new_page().goto(used).status == 200  # redirected: the page
+            stranger = browser.new_page()  # another context: no cookie of the person's
+            for url in (server.url, used):  # the bare page, and the link once it is used
+                reply = stranger.goto(url)
+                assert reply is not None and reply.status == 401
+                html = stranger.content()
+                assert "fedgaze client open" in html and server.token not in html
+            status = stranger.evaluate(
+                "() => fetch('/api/v1/status', {credentials: 'same-origin'}).then(r => r.status)"
+            )
+            assert status == 401
+            cookies = person.cookies()
+            assert [(c["httpOnly"], c["sameSite"]) for c in cookies] == [(True, "Strict")]
+        finally:
+            browser.close()
+    assert sink.stats()["queries"] == 1  # only the person's page began a query
 
 
 def _drive_page(server: CaptureServer, sink: CaptureSink) -> dict[str, Any]:

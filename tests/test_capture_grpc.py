@@ -18,6 +18,8 @@ from fedgaze.client.capture.grpc_service import (
     sample_item,
     sample_message,
     serve_capture,
+    token_metadata,
+    with_token,
 )
 from fedgaze.client.capture.samples import SERVED_ID_MAX_CHARS
 from fedgaze.client.capture.sink import CaptureSink
@@ -29,6 +31,7 @@ from fedgaze.security.certs import make_ca, make_server_cert
 from fedgaze.v1 import capture_pb2, capture_pb2_grpc
 
 TIMEOUT = 30
+TOKEN = "capture-api-token-for-tests"
 
 
 def _meta(query_id: int = 1, **over: Any) -> Any:
@@ -69,10 +72,10 @@ def sink(tmp_path: Path) -> Iterator[CaptureSink]:
 
 @pytest.fixture
 def stub(sink: CaptureSink) -> Iterator[Any]:
-    server, port = serve_capture(sink, "127.0.0.1:0")
+    server, port = serve_capture(sink, "127.0.0.1:0", token=TOKEN)
     try:
         with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-            yield capture_pb2_grpc.CaptureStub(channel)
+            yield capture_pb2_grpc.CaptureStub(with_token(channel, TOKEN))
     finally:
         server.stop(grace=None).wait(10)
 
@@ -256,20 +259,26 @@ def test_tls_service_and_plaintext_refusals(sink: CaptureSink, tmp_path: Path) -
     cert, key = tmp_path / "capture.pem", tmp_path / "capture.key"
     cert.write_bytes(served.cert)
     key.write_bytes(served.key)
-    server, port = serve_capture(sink, "127.0.0.1:0", certificate=cert, private_key=key)
+    server, port = serve_capture(
+        sink, "127.0.0.1:0", token=TOKEN, certificate=cert, private_key=key
+    )
     try:
         creds = grpc.ssl_channel_credentials(root_certificates=ca.cert)
         with grpc.secure_channel(f"127.0.0.1:{port}", creds) as channel:
-            capture_pb2_grpc.CaptureStub(channel).BeginQuery(_meta(1), timeout=TIMEOUT)
+            capture_pb2_grpc.CaptureStub(channel).BeginQuery(
+                _meta(1), timeout=TIMEOUT, metadata=token_metadata(TOKEN)
+            )
         assert sink.stats()["queries"] == 1
         # A plaintext client cannot talk to the TLS service.
         with grpc.insecure_channel(f"127.0.0.1:{port}") as channel, pytest.raises(grpc.RpcError):
-            capture_pb2_grpc.CaptureStub(channel).BeginQuery(_meta(2), timeout=5)
+            capture_pb2_grpc.CaptureStub(channel).BeginQuery(
+                _meta(2), timeout=5, metadata=token_metadata(TOKEN)
+            )
     finally:
         server.stop(grace=None).wait(10)
     assert sink.stats()["queries"] == 1
     for address in ("0.0.0.0:0", "10.1.2.3:0", "[::]:0", "example.org:0"):
         with pytest.raises(ValueError, match="without TLS"):
-            serve_capture(sink, address)
+            serve_capture(sink, address, token=TOKEN)
     with pytest.raises(ValueError, match="both a certificate and a private key"):
-        serve_capture(sink, "127.0.0.1:0", certificate=cert)
+        serve_capture(sink, "127.0.0.1:0", token=TOKEN, certificate=cert)

@@ -19,6 +19,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
+from urllib.parse import urlsplit
 
 import grpc
 import pytest
@@ -153,14 +154,25 @@ def test_binding_to_a_non_loopback_host_is_refused(
         CaptureServer(sink, ReplayAnswers(replay), host=host)
 
 
-def test_page_carries_the_token_and_a_strict_policy(server: CaptureServer) -> None:
-    page = request(server, "GET", "/", headers={TOKEN_HEADER: None})
+def test_page_opens_from_a_one_time_link_and_holds_no_token(server: CaptureServer) -> None:
+    locked = request(server, "GET", "/", headers={TOKEN_HEADER: None})
+    assert locked.status == 401 and b"fedgaze client open" in locked.body["text"]
+    link = urlsplit(server.open_url())
+    opened = request(server, "GET", f"/?{link.query}", headers={TOKEN_HEADER: None})
+    assert opened.status == 303 and opened.headers["Location"] == "/"
+    cookie = opened.headers["Set-Cookie"]
+    name = f"fedgaze-capture-{server.port}"
+    assert cookie.startswith(f"{name}=") and "HttpOnly" in cookie and "SameSite=Strict" in cookie
+    session = {TOKEN_HEADER: None, "Cookie": cookie.split(";")[0]}
+    page = request(server, "GET", "/", headers=session)
     assert page.status == 200
     html = page.body["text"].decode()
-    assert f'content="{server.token}"' in html and "{{FEDGAZE_TOKEN}}" not in html
+    assert server.token not in html and "token" not in html.lower()
     assert "script-src 'self'" in page.headers["Content-Security-Policy"]
     assert "unsafe-eval" not in page.headers["Content-Security-Policy"]
-    lib = request(server, "GET", "/static/fedgaze-capture.js")
+    again = request(server, "GET", f"/?{link.query}", headers={TOKEN_HEADER: None})
+    assert again.status == 401 and "Set-Cookie" not in again.headers  # used once
+    lib = request(server, "GET", "/static/fedgaze-capture.js", headers={TOKEN_HEADER: None})
     assert lib.status == 200 and b"FedgazeCapture" in lib.body["text"]
     for path in ("/static/../web.py", "/static/chat.html", "/vendor/webgazer.js", "/nope"):
         assert request(server, "GET", path).status == 404, path

@@ -18,7 +18,7 @@ import pytest
 from capture_replay import replay_over_grpc
 from fedgaze.audit.budget import device_budget
 from fedgaze.client.capture.fold import fingerprint
-from fedgaze.client.capture.grpc_service import serve_capture
+from fedgaze.client.capture.grpc_service import serve_capture, with_token
 from fedgaze.client.capture.sink import CaptureSink
 from fedgaze.client.device.store import load_device
 from fedgaze.federation.settings import NodeSettings
@@ -34,10 +34,11 @@ def _capture(node: NodeSettings, device_dir: Path) -> NodeSettings:
     """Stream ``node``'s stored data through the Capture API into a fresh device folder."""
     original = load_device(node.data, key_path=node.store_key)
     with CaptureSink(device_dir, device_id=node.device_id) as sink:
-        server, port = serve_capture(sink, "127.0.0.1:0")
+        server, port = serve_capture(sink, "127.0.0.1:0", token="round-token")
         try:
             with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-                summary = replay_over_grpc(capture_pb2_grpc.CaptureStub(channel), original)
+                stub = capture_pb2_grpc.CaptureStub(with_token(channel, "round-token"))
+                summary = replay_over_grpc(stub, original)
         finally:
             server.stop(grace=None).wait(10)
         assert summary.rejected_total == 0 and summary.accepted > 0

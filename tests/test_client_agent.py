@@ -44,6 +44,7 @@ from fedgaze.client.agent.status import client_status
 from fedgaze.client.agent.supervisor import RestartPolicy, process_start_ticks, restart_delay
 from fedgaze.client.device.layout import DeviceLayout
 from fedgaze.client.device.pause import set_paused
+from fedgaze.client.device.private import public_entries, restrict_tree
 from fedgaze.security.certs import CredentialPaths
 
 
@@ -131,6 +132,7 @@ def test_enroll_makes_private_keys_and_refuses_to_overwrite(
     assert _mode(layout.root) == 0o700
     for key in (layout.store_key, layout.auth_key, layout.ledger_key):
         assert _mode(key) == 0o600, key
+    assert public_entries(layout.root) == {}  # the public key and the CA copy too
     assert layout.auth_key.read_text().startswith("-----BEGIN OPENSSH PRIVATE KEY-----")
     assert layout.auth_public.read_text().startswith("ecdsa-sha2-nistp384 ")
     assert layout.ca.read_bytes() == creds.ca_cert.read_bytes()
@@ -154,6 +156,27 @@ def test_enroll_makes_private_keys_and_refuses_to_overwrite(
     assert layout.store_key.read_bytes() == keys[layout.store_key]  # data stays readable
     assert layout.ledger_key.read_bytes() == keys[layout.ledger_key]  # spending stays on record
     assert layout.auth_key.read_bytes() != keys[layout.auth_key]  # a new SuperNode identity
+
+
+def test_a_device_folder_is_made_private_without_following_links(tmp_path: Path) -> None:
+    root, outside = tmp_path / "device", tmp_path / "outside.txt"
+    (root / "flwr_home" / "apps").mkdir(parents=True)
+    (root / "flwr_home" / "apps" / "app.toml").write_text("x")
+    outside.write_text("not the device's")
+    (root / "link").symlink_to(outside)
+    for path in (root, root / "flwr_home", root / "flwr_home" / "apps"):
+        path.chmod(0o755)
+    (root / "flwr_home" / "apps" / "app.toml").chmod(0o644)
+    outside.chmod(0o644)
+    assert set(public_entries(root)) == {
+        ".",
+        "flwr_home",
+        "flwr_home/apps",
+        "flwr_home/apps/app.toml",
+    }
+    assert len(restrict_tree(root)) == 4 and public_entries(root) == {}
+    assert _mode(root / "flwr_home") == 0o700 and _mode(outside) == 0o644
+    assert restrict_tree(root) == []
 
 
 def test_enroll_names_a_bad_ca_and_writes_nothing(tmp_path: Path, creds: CredentialPaths):
@@ -530,6 +553,9 @@ def test_enrolled_agent_trains_survives_crashes_pauses_and_stops(
         assert not any(alive(c["pid"]) for c in final["children"].values() if c.get("pid"))
         assert not layout.capture_ready.exists()  # the capture service ended cleanly
         assert client_status(config).data.queries == queries  # its commits kept the data
+    made = {p.name for p in layout.root.iterdir()}
+    assert {"flwr_home", "logs", "store", "last_model", "privacy_state.json"} <= made, made
+    assert public_entries(layout.root) == {}  # everything the agent and its children made
     for log in layout.logs.iterdir():  # logs carry no prompt or answer text
         text = log.read_bytes()
         assert not any(c.encode() in text for c in CANARIES), log

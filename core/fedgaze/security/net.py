@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent import futures
 
 import grpc
@@ -33,6 +33,7 @@ def serve_local_grpc(
     certificate: bytes | None,
     private_key: bytes | None,
     workers: int,
+    interceptors: Sequence[grpc.ServerInterceptor] = (),
 ) -> tuple[grpc.Server, int]:
     """Start a gRPC server for service ``name`` on ``address`` (``host:port``, IPv6 in
     brackets; port 0 picks one) and return it with its port.
@@ -40,6 +41,7 @@ def serve_local_grpc(
     ``register`` adds the servicer. ``certificate`` and ``private_key`` are PEM bytes for TLS,
     both or neither; without them only a loopback address is accepted (ValueError otherwise),
     because what our services carry (ledgers, samples) is not for the network in plaintext.
+    ``interceptors`` see every call first (e.g. to check a credential in its metadata).
     """
     if (certificate is None) != (private_key is None):
         raise ValueError(
@@ -51,7 +53,9 @@ def serve_local_grpc(
             f"refusing to serve the {name} service on {address} without TLS: "
             "pass a certificate and private key, or bind to 127.0.0.1 / [::1]"
         )
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers))
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=workers), interceptors=list(interceptors)
+    )
     register(server)
     if certificate is not None and private_key is not None:
         creds = grpc.ssl_server_credentials([(private_key, certificate)])

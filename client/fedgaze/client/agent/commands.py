@@ -1,4 +1,4 @@
-"""``fedgaze client enroll|start|status|pause|resume|forget|service``: parsers and handlers.
+"""``fedgaze client enroll|start|open|status|pause|resume|forget|service``: parsers and handlers.
 
 :func:`add_client_parsers` adds the subcommands to ``fedgaze client`` and sets each one's
 handler with ``set_defaults(handler=...)`` (``fedgaze.cli`` calls it). Heavy modules are
@@ -82,6 +82,14 @@ def add_client_parsers(client_sub: Any) -> None:
     )
     _config_arg(start)
     start.set_defaults(handler=_cmd_start)
+    open_page = client_sub.add_parser(
+        "open", help="open the capture page in your browser (a one-time link, for you only)"
+    )
+    _config_arg(open_page)
+    open_page.add_argument(
+        "--print-only", action="store_true", help="print the link; do not start a browser"
+    )
+    open_page.set_defaults(handler=_cmd_open)
     status = client_sub.add_parser(
         "status", help="data held, rounds, budget, last model, paused, running"
     )
@@ -187,7 +195,7 @@ def _cmd_enroll(args: argparse.Namespace, console: Console) -> int:
 
 
 def _cmd_start(args: argparse.Namespace, console: Console) -> int:
-    from fedgaze.client.agent.children import agent_children
+    from fedgaze.client.agent.children import CAPTURE, agent_children
     from fedgaze.client.agent.config import load_config
     from fedgaze.client.agent.supervisor import AgentGaveUp, run_agent
 
@@ -198,6 +206,8 @@ def _cmd_start(args: argparse.Namespace, console: Console) -> int:
         f"fedgaze client agent for {config.device_id}: {', '.join(s.name for s in specs)} "
         f"(server {config.server}); logs in {config.layout.logs}; SIGTERM or Ctrl-C stops it",
     )
+    if any(s.name == CAPTURE for s in specs):
+        _print(console, "open the capture page with: fedgaze client open")
     try:
         return run_agent(specs, config.layout)
     except AgentGaveUp as err:
@@ -205,6 +215,29 @@ def _cmd_start(args: argparse.Namespace, console: Console) -> int:
             f"[red]agent stopped[/red]: {escape(str(err))}", soft_wrap=True, highlight=False
         )
         return 1
+
+
+def _cmd_open(args: argparse.Namespace, console: Console) -> int:
+    import webbrowser
+
+    from fedgaze.client.agent.config import load_config
+    from fedgaze.client.agent.open_page import OpenError, open_link
+
+    config = load_config(args.config)
+    try:
+        link = open_link(config.layout.capture_ready)
+    except OpenError as err:
+        Console(stderr=True).print(
+            f"[red]no link[/red]: {escape(str(err))}", soft_wrap=True, highlight=False
+        )
+        return 1
+    opened = not args.print_only and webbrowser.open(link)
+    _print(
+        console,
+        f"{'opened' if opened else 'open'} the capture page of {config.device_id} "
+        f"(this link works once, for a few minutes): {link}",
+    )
+    return 0
 
 
 def _cmd_status(args: argparse.Namespace, console: Console) -> int:
@@ -226,7 +259,7 @@ def _cmd_status(args: argparse.Namespace, console: Console) -> int:
     lines = [
         f"device {st.device_id} ({st.device_dir}), server {st.server}",
         f"agent: {agent}; {'PAUSED (fedgaze client resume)' if st.paused else 'not paused'}"
-        + (f"; capture page {st.capture_url}" if st.capture_url else ""),
+        + (f"; capture page {st.capture_url} (fedgaze client open)" if st.capture_url else ""),
         f"data: {d.queries} queries, {d.gaze_samples} gaze and {d.mouse_samples} mouse samples, "
         f"{d.labels} labelled comparisons",
         f"privacy: {st.rounds} rounds in {st.runs} runs, epsilon {st.epsilon:.3f} of "

@@ -1,9 +1,10 @@
 """``fedgaze client enroll``: make this device ready to join a federation, with keys of its own.
 
 Enrollment creates the device folder (mode 0700) and in it: a copy of the federation's CA
-certificate, the SuperNode authentication key pair (OpenSSH EC, private key 0600), the Ed25519
-key that signs the privacy ledger (0600), the store key (0600) and an empty encrypted store; it
-writes the client config last, atomically, so a config exists only for a complete enrollment.
+certificate, the SuperNode authentication key pair (OpenSSH EC), the Ed25519 key that signs
+the privacy ledger, the store key and an empty encrypted store, every one private to the person
+(files 0600, folders 0700: :mod:`fedgaze.client.device.private`); it writes the client config
+last, atomically, so a config exists only for a complete enrollment.
 No private key ever leaves the device: the person sends the *public* SuperNode key to the
 operator, who registers it (``flwr supernode register``); the ledger pseudonym printed with it
 lets the person recognise their records in the server's ledger.
@@ -34,6 +35,7 @@ from fedgaze.client.agent.config import (
 )
 from fedgaze.client.agent.lock import agent_running
 from fedgaze.client.device.layout import DeviceLayout
+from fedgaze.client.device.private import restrict_tree
 from fedgaze.client.device.store import MANIFEST, save_device
 from fedgaze.client.device.store_crypto import create_store_key
 from fedgaze.data.schema import Device
@@ -166,11 +168,6 @@ def _write_private(path: Path, data: bytes) -> None:
     os.chmod(path, 0o600)
 
 
-def _write_public(path: Path, data: bytes) -> None:
-    write_bytes_atomic(path, data)
-    os.chmod(path, 0o644)
-
-
 def enroll(request: EnrollRequest) -> Enrollment:
     """Enroll this device as ``request`` says; see the module docstring for what is written.
 
@@ -184,8 +181,8 @@ def enroll(request: EnrollRequest) -> Enrollment:
     layout = config.layout
     reenrolled = _check_not_enrolled(request, layout)
     layout.root.mkdir(parents=True, exist_ok=True, mode=0o700)
-    os.chmod(layout.root, 0o700)
-    _write_public(layout.ca, ca_pem)
+    restrict_tree(layout.root)
+    _write_private(layout.ca, ca_pem)
     create_store_key(layout.store_key)  # keeps an existing key: its data stays readable
     if not (layout.store / MANIFEST).exists():
         save_device(
@@ -194,7 +191,8 @@ def enroll(request: EnrollRequest) -> Enrollment:
     ledger_key = load_or_create_signing_key(layout.ledger_key)
     pair = make_device_keys()
     _write_private(layout.auth_key, pair.private)
-    _write_public(layout.auth_public, pair.public)
+    _write_private(layout.auth_public, pair.public)
+    restrict_tree(layout.root)  # the store and ledger files written above included
     try:
         write_config(request.config_path, config)
     except ConfigError as err:

@@ -7,7 +7,9 @@ service). Each child (:class:`ChildSpec`: the capture service and the Flower Sup
 (:func:`restart_delay`); a child that exits ``max_crashes`` times within ``window`` seconds is
 given up on: every child is stopped and :class:`AgentGaveUp` carries that child's log tail
 (systemd's ``Restart=on-failure`` then decides). SIGTERM or SIGINT stops every child (SIGTERM
-to each group, SIGKILL after a grace period) and the agent returns 0.
+to each group, SIGKILL after a grace period) and the agent returns 0. The agent and its
+children run under umask 077 in a device folder private to the person
+(:mod:`fedgaze.client.device.private`).
 
 The agent holds the device's lock (:mod:`fedgaze.client.agent.lock`) and rewrites a small state
 file (:data:`STATE_FORMAT`, ``agent_state.json``: its pid, each child's pid, restarts and last
@@ -34,6 +36,7 @@ from typing import Any
 from fedgaze.atomic import append_line_durable, write_json_atomic
 from fedgaze.client.agent.lock import agent_lock
 from fedgaze.client.device.layout import DeviceLayout
+from fedgaze.client.device.private import PRIVATE_UMASK, restrict_tree
 from fedgaze.processes import Supervisor, descendants, log_tail
 
 STATE_FORMAT = 1
@@ -248,13 +251,17 @@ def run_agent(
 
     Raises :class:`AgentGaveUp` when a child crashes too often, and
     :class:`~fedgaze.client.agent.lock.AgentRunning` when another agent runs for the device.
-    Every child is stopped before this returns or raises.
+    Every child is stopped before this returns or raises. The process's umask becomes
+    :data:`~fedgaze.client.device.private.PRIVATE_UMASK` and the device folder is made private
+    first (:func:`~fedgaze.client.device.private.restrict_tree`).
     """
     policy = policy or RestartPolicy()
     stop = stop or threading.Event()
     if len({s.name for s in specs}) != len(specs):
         raise ValueError("child names must be distinct")
     children = [_Child(spec) for spec in specs]
+    os.umask(PRIVATE_UMASK)
+    restrict_tree(layout.root)
     with agent_lock(layout):
         stop_stale_children(layout, policy.grace)
         state = "running"

@@ -8,11 +8,17 @@ bad metadata or labels are ``INVALID_ARGUMENT`` (the message names the field), a
 is ``FAILED_PRECONDITION``. Nothing captured is logged.
 
 On loopback the service may run without TLS; on any other address it refuses to start without
-a certificate and key (as the audit service does).
+a certificate and key (as the audit service does). Every call must carry the capture service's
+API token (the ``token`` of the 0600 ready file) as metadata :data:`TOKEN_METADATA`
+(:func:`token_metadata`, or every call of a channel wrapped by :func:`with_token`);
+:class:`TokenInterceptor` refuses any other call with
+``UNAUTHENTICATED`` before it reaches the store, so another local user cannot stream into it.
 """
 
 from __future__ import annotations
 
+import collections
+import hmac
 import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
@@ -36,14 +42,20 @@ from fedgaze.v1 import capture_pb2, capture_pb2_grpc
 
 __all__ = [
     "MAX_REJECTIONS",
+    "TOKEN_METADATA",
     "CaptureServicer",
+    "TokenInterceptor",
     "label_message",
     "meta_message",
     "sample_item",
     "sample_message",
     "serve_capture",
+    "token_metadata",
+    "with_token",
 ]
 
+TOKEN_METADATA = "x-fedgaze-token"
+"""The call metadata key that carries the API token (gRPC keys are lower case)."""
 MAX_REJECTIONS = 1000
 """Most rejections listed in a StreamSummary (``rejected_total`` counts them all)."""
 CHUNK_SAMPLES = 512
@@ -226,10 +238,91 @@ class CaptureServicer(capture_pb2_grpc.CaptureServicer):
         return capture_pb2.Ack()
 
 
+def token_metadata(token: str) -> tuple[tuple[str, str], ...]:
+    """The ``metadata=`` argument that authenticates a call with the API ``token``."""
+    return ((TOKEN_METADATA, token),)
+
+
+class _CallDetails(
+    collections.namedtuple(
+        "_CallDetails", ("method", "timeout", "metadata", "credentials", "wait_for_ready")
+    ),
+    grpc.ClientCallDetails,
+):
+    """A call's details with the token added (gRPC's documented way to change metadata)."""
+
+
+class _AddToken(grpc.UnaryUnaryClientInterceptor, grpc.StreamUnaryClientInterceptor):
+    def __init__(self, token: str) -> None:
+        self._metadata = token_metadata(token)
+
+    def _details(self, details: grpc.ClientCallDetails) -> _CallDetails:
+        metadata = [(k, v) for k, v in details.metadata or () if k != TOKEN_METADATA]
+        return _CallDetails(
+            details.method,
+            details.timeout,
+            (*metadata, *self._metadata),
+            details.credentials,
+            getattr(details, "wait_for_ready", None),
+        )
+
+    def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
+        return continuation(self._details(details), request)
+
+    def intercept_stream_unary(self, continuation: Any, details: Any, requests: Any) -> Any:
+        return continuation(self._details(details), requests)
+
+
+def with_token(channel: grpc.Channel, token: str) -> grpc.Channel:
+    """``channel`` with the API ``token`` added to every call (for Python capture clients)."""
+    return grpc.intercept_channel(channel, _AddToken(token))
+
+
+class TokenInterceptor(grpc.ServerInterceptor):
+    """Lets through only calls whose metadata carries the API token (constant-time check)."""
+
+    def __init__(self, token: str) -> None:
+        if not token:
+            raise ValueError("token: the capture gRPC service needs a non-empty token")
+        self._token = token.encode()
+
+    def _ok(self, details: grpc.HandlerCallDetails) -> bool:
+        given = [v for k, v in details.invocation_metadata or () if k == TOKEN_METADATA]
+        value = given[0] if len(given) == 1 else None
+        if isinstance(value, str):
+            value = value.encode()
+        return value is not None and hmac.compare_digest(value, self._token)
+
+    def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler | None],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler | None:
+        handler = continuation(handler_call_details)
+        if handler is None or self._ok(handler_call_details):
+            return handler
+
+        def deny(request: Any, context: grpc.ServicerContext) -> NoReturn:
+            context.abort(
+                grpc.StatusCode.UNAUTHENTICATED,
+                f"{TOKEN_METADATA}: missing or wrong (send the token of the agent's ready file)",
+            )
+            raise AssertionError("unreachable")  # abort raises
+
+        serde = {
+            "request_deserializer": handler.request_deserializer,
+            "response_serializer": handler.response_serializer,
+        }
+        if handler.request_streaming:
+            return grpc.stream_unary_rpc_method_handler(deny, **serde)
+        return grpc.unary_unary_rpc_method_handler(deny, **serde)
+
+
 def serve_capture(
     sink: CaptureSink,
     address: str,
     *,
+    token: str,
     certificate: Path | None = None,
     private_key: Path | None = None,
     workers: int = 8,
@@ -237,9 +330,10 @@ def serve_capture(
     """Start the Capture service on ``address`` (``host:port``, IPv6 in brackets; port 0
     picks one) and return the running server and its port.
 
-    ``certificate``/``private_key`` are PEM files for TLS; both or neither. Without them only
-    a loopback address is accepted (ValueError otherwise), because samples are personal data.
-    Each open ``StreamSamples`` call holds one of ``workers`` threads.
+    Calls must carry ``token`` (:func:`token_metadata`). ``certificate``/``private_key`` are
+    PEM files for TLS; both or neither. Without them only a loopback address is accepted
+    (ValueError otherwise), because samples are personal data. Each open ``StreamSamples``
+    call holds one of ``workers`` threads.
     """
     return serve_local_grpc(
         "capture",
@@ -250,4 +344,5 @@ def serve_capture(
         certificate=Path(certificate).read_bytes() if certificate is not None else None,
         private_key=Path(private_key).read_bytes() if private_key is not None else None,
         workers=workers,
+        interceptors=(TokenInterceptor(token),),
     )

@@ -15,7 +15,9 @@ Run as the agent's child process (``fedgaze client start`` does this)::
         [--webgazer FILE] [--allow-origin ORIGIN]... [--ready-file F]
 
 It prints one line ``fedgaze-capture listening on URL`` when ready (and writes ``--ready-file``,
-mode 0600: ``{"url", "port", "pid", "token"[, "grpc_port"]}``), runs until SIGTERM or SIGINT,
+mode 0600: ``{"url", "port", "pid", "token"[, "grpc_port"]}``; the token is the API token of
+:mod:`~fedgaze.client.capture.web_auth`, which the gRPC service takes too; the page itself
+opens from a one-time link, ``POST /api/v1/open``), runs until SIGTERM or SIGINT,
 then stops serving and commits the sink into the encrypted device store before exiting 0.
 Bad arguments exit 2 with the reason on stderr.
 """
@@ -97,18 +99,20 @@ def _write_ready(path: Path, server: CaptureServer, grpc_port: int | None) -> No
     data = {"url": server.url, "port": server.port, "pid": os.getpid(), "token": server.token}
     if grpc_port is not None:
         data["grpc_port"] = grpc_port
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     tmp = path.with_name(f".{path.name}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)  # also when an earlier temporary file was left with another mode
     with os.fdopen(fd, "w", encoding="utf-8") as fh:
         json.dump(data, fh)
     os.replace(tmp, path)
 
 
-def _serve_grpc(sink: CaptureSink, host: str, port: int) -> tuple[Any, int]:
+def _serve_grpc(sink: CaptureSink, host: str, port: int, token: str) -> tuple[Any, int]:
     from fedgaze.client.capture.grpc_service import serve_capture
 
-    return serve_capture(sink, f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
+    address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    return serve_capture(sink, address, token=token)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -154,7 +158,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         grpc_port = None
         if args.grpc_port is not None:
-            grpc_server, grpc_port = _serve_grpc(sink, server._host, args.grpc_port)
+            grpc_server, grpc_port = _serve_grpc(sink, server._host, args.grpc_port, server.token)
         if args.ready_file is not None:
             _write_ready(args.ready_file, server, grpc_port)
         print(f"fedgaze-capture listening on {server.url}", flush=True)

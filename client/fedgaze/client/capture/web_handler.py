@@ -7,15 +7,22 @@
 ``POST /api/v1/label``     ``{"query_id", "preference", "likert_left", "likert_right"}``
 ``POST /api/v1/calibration``  ``{"precision": percent, "task_id"?}``
 ``GET /api/v1/status``     paused, backend, current query, sink counts, traffic counters
+``POST /api/v1/open``      ``{"url", "expires_in_s"}``: a one-time link to the page
 =========================  =================================================================
 
 Security: any web site the person visits can make the browser send requests to 127.0.0.1, so
-every request must carry a ``Host`` naming this server (defeats DNS rebinding), an ``Origin``,
-when the browser sends one, that is this server's own (or one the operator allowed), and every
-API call the per-process random token (header ``X-Fedgaze-Token``, or ``?token=`` for
-``navigator.sendBeacon``, which cannot set headers). Bodies over ``max_body`` bytes are refused
-unread. The page is served with a Content-Security-Policy that allows only this server's own
-scripts, styles and API (loosened for WebGazer when the operator serves it). Errors are JSON
+every request must carry a ``Host`` naming this server (defeats DNS rebinding) and an
+``Origin``, when the browser sends one, that is this server's own (or one the operator
+allowed). Any local process can connect too, so the page and the API need a credential
+(:mod:`fedgaze.client.capture.web_auth`): the page is served only to a browser holding a
+session cookie, which the one-time link ``/?open=...`` (``fedgaze client open``) exchanges for
+one and redirects to ``/``; without it ``GET /`` gets a short 401 page saying how to open it.
+Every API call needs the session cookie or the API token from the 0600 ready file (header
+``X-Fedgaze-Token``, or ``?token=`` for a beacon from an operator-allowed origin);
+``POST /api/v1/open`` (mint a link) takes the header only. The scripts and stylesheet hold no
+secret and are served to anyone. Bodies over ``max_body`` bytes are refused unread. The page
+is served with a Content-Security-Policy that allows only this server's own scripts, styles
+and API (loosened for WebGazer when the operator serves it). Errors are JSON
 ``{"error": message, "field": name or null}``. Nothing here logs samples, prompts or answers.
 """
 
@@ -30,6 +37,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit
 
+from fedgaze.client.capture.web_auth import OPEN_PARAM, OPEN_TTL_S, session_from_cookies
 from fedgaze.client.capture.web_requests import RequestError
 
 if TYPE_CHECKING:
@@ -80,8 +88,16 @@ class CaptureHTTPServer6(CaptureHTTPServer):
     address_family = socket.AF_INET6
 
 
+_OPEN = "/api/v1/open"
 _API_GET = {"/api/v1/next", "/api/v1/status"}
-_API_POST = {"/api/v1/next", "/api/v1/samples", "/api/v1/label", "/api/v1/calibration"}
+_API_POST = {"/api/v1/next", "/api/v1/samples", "/api/v1/label", "/api/v1/calibration", _OPEN}
+_LOCKED_PAGE = b"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>fedgaze - open the reading page</title>
+</head><body><h1>fedgaze reading page</h1>
+<p>This page opens only from a one-time link of the person who runs this device's agent.
+Run <code>fedgaze client open</code> in a terminal: it opens the page in your browser (or
+prints the link). A link works once and for a few minutes.</p></body></html>
+"""
 
 
 class CaptureRequestHandler(BaseHTTPRequestHandler):
@@ -147,10 +163,24 @@ class CaptureRequestHandler(BaseHTTPRequestHandler):
         if site == "cross-site" and origin is None:
             raise RequestError(HTTPStatus.FORBIDDEN, "Sec-Fetch-Site: cross-site", "Origin")
 
-    def _check_token(self, query: Mapping[str, list[str]]) -> None:
-        presented = self.headers.get(TOKEN_HEADER) or next(iter(query.get("token", [])), None)
-        if not self.app.token_ok(presented):
-            raise RequestError(HTTPStatus.UNAUTHORIZED, "token: missing or wrong", "token")
+    def _session_ok(self) -> bool:
+        session = session_from_cookies(self.headers.get("Cookie"), self.app.port)
+        return self.app.credentials.session_ok(session)
+
+    def _check_credential(self, route: str, query: Mapping[str, list[str]]) -> None:
+        credentials = self.app.credentials
+        if credentials.api_token_ok(self.headers.get(TOKEN_HEADER)):
+            return
+        if route != _OPEN and (
+            self._session_ok() or credentials.api_token_ok(next(iter(query.get("token", [])), None))
+        ):
+            return
+        raise RequestError(
+            HTTPStatus.UNAUTHORIZED,
+            "token: missing or wrong (open the page with 'fedgaze client open', or send the "
+            f"{TOKEN_HEADER} header from the agent's ready file)",
+            "token",
+        )
 
     def _body(self, route: str) -> dict[str, Any] | None:
         length_text = self.headers.get("Content-Length")
@@ -193,14 +223,14 @@ class CaptureRequestHandler(BaseHTTPRequestHandler):
         try:
             self._check_origin()
             if self.command in ("GET", "HEAD") and not route.startswith("/api/"):
-                self._static(route)
+                self._static(route, query)
                 return
             allowed = _API_POST if self.command == "POST" else _API_GET
             if route not in _API_GET | _API_POST:
                 raise RequestError(HTTPStatus.NOT_FOUND, f"{route}: no such endpoint")
             if route not in allowed:
                 raise RequestError(HTTPStatus.METHOD_NOT_ALLOWED, f"{route}: not {self.command}")
-            self._check_token(query)
+            self._check_credential(route, query)
             body = self._body(route) if self.command == "POST" else None
             self._json(HTTPStatus.OK, self._route(route, body))
         except RequestError as err:
@@ -216,6 +246,8 @@ class CaptureRequestHandler(BaseHTTPRequestHandler):
             return app.status()
         if route == "/api/v1/next":
             return app.next_query(body)
+        if route == _OPEN:
+            return {"url": app.open_url(), "expires_in_s": OPEN_TTL_S}
         if body is None:
             raise RequestError(HTTPStatus.BAD_REQUEST, "body: expected a JSON object", "body")
         if route == "/api/v1/samples":
@@ -224,9 +256,24 @@ class CaptureRequestHandler(BaseHTTPRequestHandler):
             return app.set_label(body)
         return app.set_calibration(body)
 
-    def _static(self, route: str) -> None:
+    def _static(self, route: str, query: Mapping[str, list[str]]) -> None:
         app = self.app
         if route in ("/", "/index.html"):
+            if OPEN_PARAM in query:  # a one-time link: trade it for a session, drop it from the URL
+                session = app.credentials.redeem(query[OPEN_PARAM][0])
+                if session is None:
+                    self._locked()
+                    return
+                self._send(
+                    HTTPStatus.SEE_OTHER,
+                    b"",
+                    "text/plain",
+                    {"Location": "/", "Set-Cookie": app.session_cookie(session)},
+                )
+                return
+            if not self._session_ok():
+                self._locked()
+                return
             csp = _CSP_WEBGAZER if app.webgazer is not None else _CSP
             self._send(
                 HTTPStatus.OK, app.page(), STATIC_TYPES[".html"], {"Content-Security-Policy": csp}
@@ -244,6 +291,14 @@ class CaptureRequestHandler(BaseHTTPRequestHandler):
         if path is None or name == "chat.html":
             raise RequestError(HTTPStatus.NOT_FOUND, f"{route}: not found")
         self._send(HTTPStatus.OK, path.read_bytes(), STATIC_TYPES[path.suffix])
+
+    def _locked(self) -> None:
+        self._send(
+            HTTPStatus.UNAUTHORIZED,
+            _LOCKED_PAGE,
+            STATIC_TYPES[".html"],
+            {"Content-Security-Policy": _CSP},
+        )
 
     def do_GET(self) -> None:
         self._handle()

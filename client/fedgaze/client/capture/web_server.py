@@ -2,18 +2,16 @@
 
 :class:`CaptureServer` runs a stdlib ``ThreadingHTTPServer`` (its requests are handled by
 :mod:`fedgaze.client.capture.web_handler`) bound to the loopback interface only (any other host
-is refused). It serves the chat page (``static/chat.html``, with this process's token in a
-``<meta>`` tag), the capture library ``static/fedgaze-capture.js``, optionally the operator's
-own copy of WebGazer at ``/vendor/webgazer.js`` (GPL-3.0, so never shipped with fedgaze), and
-the API whose calls it answers here. While the device is paused
-(:mod:`fedgaze.client.device.pause`) nothing is recorded: sample, label and next posts get
-HTTP 409 with the reason.
+is refused). It serves the chat page (``static/chat.html``, to a browser holding a session of
+:mod:`fedgaze.client.capture.web_auth`; the page holds no secret), the capture library
+``static/fedgaze-capture.js``, optionally the operator's own copy of WebGazer at
+``/vendor/webgazer.js`` (GPL-3.0, so never shipped with fedgaze), and the API whose calls it
+answers here. While the device is paused (:mod:`fedgaze.client.device.pause`) nothing is
+recorded: sample, label and next posts get HTTP 409 with the reason.
 """
 
 from __future__ import annotations
 
-import hmac
-import secrets
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -29,6 +27,7 @@ from pydantic import ValidationError
 from fedgaze.client.capture.answers import Answer, AnswerBackend, AnswerError, ReplayExhausted
 from fedgaze.client.capture.samples import Label, QueryMeta, rejection_of
 from fedgaze.client.capture.sink import CaptureError, CapturePaused, CaptureSink
+from fedgaze.client.capture.web_auth import OPEN_PARAM, CaptureCredentials, cookie_name
 from fedgaze.client.capture.web_handler import (
     STATIC_TYPES,
     CaptureHTTPServer,
@@ -49,7 +48,6 @@ __all__ = ["MAX_BODY", "STATIC_DIR", "CaptureServer", "Traffic"]
 MAX_BODY = 1 << 20
 """Largest request body accepted (bytes); the page posts far smaller batches."""
 
-TOKEN_PLACEHOLDER = "{{FEDGAZE_TOKEN}}"
 STATIC_DIR = Path(__file__).with_name("static")
 """The page, its stylesheet and script, and the capture library (package data)."""
 
@@ -106,7 +104,8 @@ class CaptureServer:
 
     ``host`` must be a loopback address (``ValueError`` otherwise); ``port`` 0 picks a free
     one. ``allowed_origins`` lists other origins (``http://host:port``) whose pages may call
-    the API with the token (CORS); by default only the service's own page may.
+    the API with the token (CORS); by default only the service's own page may. ``token`` is
+    the API token (random by default); browsers get in through :meth:`open_url`.
     """
 
     def __init__(
@@ -136,7 +135,7 @@ class CaptureServer:
         self.device_dir = sink.device_dir
         self.webgazer = Path(webgazer) if webgazer is not None else None
         self.max_body = max_body
-        self.token = token or secrets.token_urlsafe(32)
+        self.credentials = CaptureCredentials(token)
         self.traffic = Traffic()
         self._host = "127.0.0.1" if host == "localhost" else host.strip("[]")
         self._requested_port = port
@@ -217,9 +216,18 @@ class CaptureServer:
         """The origin to echo in CORS headers: only an operator-allowed foreign origin."""
         return origin if origin is not None and origin in self._extra_origins else None
 
-    def token_ok(self, presented: str | None) -> bool:
-        """Constant-time comparison with this process's token."""
-        return presented is not None and hmac.compare_digest(presented, self.token)
+    @property
+    def token(self) -> str:
+        """The API token (for the 0600 ready file and programs; never in a page)."""
+        return self.credentials.api_token
+
+    def open_url(self) -> str:
+        """A new one-time link to the page: the first request with it gets a session cookie."""
+        return f"{self.url}?{OPEN_PARAM}={self.credentials.mint_open_token()}"
+
+    def session_cookie(self, session: str) -> str:
+        """The ``Set-Cookie`` value of a browser session on this service."""
+        return f"{cookie_name(self.port)}={session}; Path=/; HttpOnly; SameSite=Strict"
 
     # API ------------------------------------------------------------------------------------
 
@@ -353,6 +361,5 @@ class CaptureServer:
         }
 
     def page(self) -> bytes:
-        """The chat page with this process's token filled in."""
-        html = (STATIC_DIR / "chat.html").read_text(encoding="utf-8")
-        return html.replace(TOKEN_PLACEHOLDER, self.token).encode("utf-8")
+        """The chat page (the same bytes for everyone: it holds no credential)."""
+        return (STATIC_DIR / "chat.html").read_bytes()

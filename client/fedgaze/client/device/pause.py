@@ -27,9 +27,12 @@ def set_paused(device_dir: str | Path, paused: bool) -> None:
     """Pause (create the marker, durably) or resume (remove it); idempotent."""
     path = pause_path(device_dir)
     if paused:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "a", encoding="utf-8") as fh:
-            fh.flush()
-            os.fsync(fh.fileno())
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        try:
+            os.fchmod(fd, 0o600)  # private like the rest of the device folder
+            os.fsync(fd)
+        finally:
+            os.close(fd)
     else:
         path.unlink(missing_ok=True)

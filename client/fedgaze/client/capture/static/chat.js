@@ -6,7 +6,6 @@
 (function () {
   "use strict";
 
-  var token = document.querySelector('meta[name="fedgaze-token"]').content;
   var $ = function (id) {
     return document.getElementById(id);
   };
@@ -16,7 +15,9 @@
   var paused = false;
 
   function api(method, path, body) {
-    var init = { method: method, headers: { "X-Fedgaze-Token": token }, credentials: "same-origin" };
+    // The agent's session cookie (HttpOnly, set when its one-time link opened this page) is
+    // the credential: the page itself holds no secret.
+    var init = { method: method, headers: {}, credentials: "same-origin" };
     if (body !== undefined) {
       init.headers["Content-Type"] = "application/json";
       init.body = JSON.stringify(body);
@@ -188,7 +189,6 @@
   function startCapture() {
     FedgazeCapture.start({
       endpoint: "",
-      token: token,
       queryId: null,
       panels: { left: $("answer-left"), right: $("answer-right") },
       onStatus: function (st) {

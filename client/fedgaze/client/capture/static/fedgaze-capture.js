@@ -5,7 +5,7 @@
  *
  *   FedgazeCapture.start({
  *     endpoint: "http://127.0.0.1:PORT",   // the agent; "" = same origin
- *     token: "...",                        // the agent's per-process token
+ *     token: "...",                        // the agent's API token; omit on the agent's own page
  *     queryId: 123, taskId: 7,             // what is on screen now (see setQuery)
  *     panels: {left: elementA, right: elementB},   // right omitted for one answer
  *     batchMs: 1000, maxBatch: 200, mouseMinMs: 20, mouseIdleMs: 250,
@@ -33,9 +33,11 @@
  *
  * Delivery: items are batched and posted as {"items": [...]} to /api/v1/samples every batchMs
  * or every maxBatch items; when the page is hidden or unloaded the queue is sent with
- * navigator.sendBeacon (token in the URL: beacons cannot set headers) so the last samples are
- * not lost. On HTTP 409 (capture paused on the device) recording stops and the queue is
- * dropped until the agent reports it resumed.
+ * navigator.sendBeacon so the last samples are not lost. Credentials: on the agent's own page
+ * (endpoint "") the browser's HttpOnly session cookie, which fetch and sendBeacon carry; a page
+ * of another, operator-allowed origin passes the agent's API token instead (header, and in the
+ * URL of a beacon, which cannot set headers). On HTTP 409 (capture paused on the device)
+ * recording stops and the queue is dropped until the agent reports it resumed.
  */
 (function (global) {
   "use strict";
@@ -201,7 +203,18 @@
 
   function url(path, withToken) {
     var base = s.opts.endpoint.replace(/\/$/, "");
-    return base + path + (withToken ? "?token=" + encodeURIComponent(s.opts.token) : "");
+    var token = withToken && s.opts.token;
+    return base + path + (token ? "?token=" + encodeURIComponent(token) : "");
+  }
+
+  function request(state, extra) {
+    // fetch() options: the API token when given, else the session cookie (same origin).
+    var headers = {};
+    for (var k in extra.headers || {}) headers[k] = extra.headers[k];
+    if (state.opts.token) headers["X-Fedgaze-Token"] = state.opts.token;
+    var init = { headers: headers, credentials: state.opts.token ? "omit" : "same-origin" };
+    for (var key in extra) if (key !== "headers") init[key] = extra[key];
+    return init;
   }
 
   function report(patch) {
@@ -240,13 +253,12 @@
     s.stats.requests += 1;
     s.stats.bytes += body.length;
     var state = s;
-    return fetch(url("/api/v1/samples", false), {
+    return fetch(url("/api/v1/samples", false), request(state, {
       method: "POST",
-      headers: { "Content-Type": "application/json", "X-Fedgaze-Token": state.opts.token },
+      headers: { "Content-Type": "application/json" },
       body: body,
       keepalive: body.length < BEACON_LIMIT,
-      credentials: "omit",
-    }).then(
+    })).then(
       function (res) {
         if (res.status === 409) {
           state.queue.length = 0;
@@ -301,13 +313,12 @@
         }
       }
       if (!ok) {
-        fetch(url("/api/v1/samples", true), {
+        fetch(url("/api/v1/samples", false), request(s, {
           method: "POST",
           headers: { "Content-Type": "application/json" },
           body: body,
           keepalive: true,
-          credentials: "omit",
-        }).catch(function () {});
+        })).catch(function () {});
       }
       s.stats.beacons += 1;
       s.stats.requests += 1;
@@ -322,10 +333,7 @@
     report({ paused: true, recording: false });
     if (state.pausePoll) return;
     state.pausePoll = setInterval(function () {
-      fetch(url("/api/v1/status", false), {
-        headers: { "X-Fedgaze-Token": state.opts.token },
-        credentials: "omit",
-      })
+      fetch(url("/api/v1/status", false), request(state, {}))
         .then(function (r) {
           return r.json();
         })
@@ -478,10 +486,10 @@
   function start(opts) {
     if (s) stop();
     if (!opts || !opts.panels || !opts.panels.left) throw new Error("FedgazeCapture.start: panels.left is required");
-    if (typeof opts.token !== "string" || !opts.token) throw new Error("FedgazeCapture.start: token is required");
+    if (opts.token !== undefined && (typeof opts.token !== "string" || !opts.token)) throw new Error("FedgazeCapture.start: token must be a non-empty string when given");
     var o = {
       endpoint: opts.endpoint || "",
-      token: opts.token,
+      token: opts.token || null,
       batchMs: opts.batchMs || 1000,
       maxBatch: opts.maxBatch || 200,
       mouseMinMs: opts.mouseMinMs === undefined ? 20 : opts.mouseMinMs,
@@ -554,12 +562,11 @@
     var body = { precision: Number(precision) };
     var task = taskId !== undefined ? taskId : null;
     if (task !== null) body.task_id = task;
-    return fetch(url("/api/v1/calibration", false), {
+    return fetch(url("/api/v1/calibration", false), request(s, {
       method: "POST",
-      headers: { "Content-Type": "application/json", "X-Fedgaze-Token": s.opts.token },
+      headers: { "Content-Type": "application/json" },
       body: JSON.stringify(body),
-      credentials: "omit",
-    }).then(function (r) {
+    })).then(function (r) {
       return r.json().then(function (j) {
         if (!r.ok) throw new Error(j.error || "HTTP " + r.status);
         return j;
