@@ -46,8 +46,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _results import write_section
 from fedgaze.atomic import write_json_atomic
-from fedgaze.client.capture.answers import Answer, write_replay
 from fedgaze.client.agent.open_page import open_link
+from fedgaze.client.capture.answers import Answer, write_replay
 from fedgaze.client.capture.web import TOKEN_HEADER
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -200,3 +200,26 @@ def test_audit_service_over_tls_and_refusals(run_dir: Path, tmp_path: Path) -> N
         serve_audit(run_dir, "127.0.0.1:0", tls_cert=cert)
     with pytest.raises(FileNotFoundError, match=r"server_ledger\.db"):
         serve_audit(tmp_path / "nothing", "127.0.0.1:0")
+
+
+def test_a_recorded_canary_audit_shows_in_the_report(
+    run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    audit = ["audit", "canary", "--kind", "labels", "--canaries", "2000", "--json"]
+    assert main([*audit, "--run-dir", str(run_dir)]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["kind"] == "labels" and not result["violated"]
+    recorded = json.loads((run_dir / "canary_audit.json").read_text())
+    assert recorded["epsilon_lower_bound"] == result["epsilon_lower_bound"]
+    page_file = tmp_path / "report.html"
+    assert main(["audit", "report", str(run_dir), "--out", str(page_file)]) == 0
+    page = page_file.read_text()
+    assert "Empirical privacy audit (last recorded)" in page
+    assert f"{result['epsilon_lower_bound']:.3f} at 99.9% confidence" in page
+    assert "this run&#x27;s largest device epsilon" in page
+    capsys.readouterr()
+    assert main([*audit, "--run-dir", str(tmp_path / "nowhere")]) == 2
+    assert "--run-dir" in (err := capsys.readouterr().err) and "is not a run folder" in err
+    (run_dir / "canary_audit.json").write_text("{")
+    assert main(["audit", "report", str(run_dir), "--out", str(page_file)]) == 2
+    assert "canary_audit.json: not an audit record" in capsys.readouterr().err

@@ -22,7 +22,7 @@ import torch
 from pydantic import ValidationError
 from scipy.stats import binom
 
-from fedgaze.audit import canary
+from fedgaze.audit.broken import noise_scaled
 from fedgaze.audit.canary import (
     CanaryAuditConfig,
     audit_p_value,
@@ -145,7 +145,7 @@ def test_canaries_start_at_zero_logit_with_near_orthogonal_gradients() -> None:
 
 def test_noise_switch_restores_opacus() -> None:
     original = opacus_optimizer._generate_noise
-    with pytest.raises(RuntimeError, match="did not call"), canary._noise_switched_off():
+    with pytest.raises(RuntimeError, match="did not call"), noise_scaled(0.0):
         pass
     assert opacus_optimizer._generate_noise is original
 

@@ -10,7 +10,7 @@ from typing import Any
 from rich.console import Console
 from rich.markup import escape
 
-from fedgaze.argtypes import positive_float, positive_int
+from fedgaze.cli.audit_canary import add_canary_parser
 
 
 def add_parsers(sub: Any) -> None:
@@ -33,21 +33,7 @@ def add_parsers(sub: Any) -> None:
     report.add_argument("path", type=Path, help="run directory, ledger.jsonl or server_ledger.db")
     report.add_argument("--out", type=Path, required=True, help="HTML file to write")
     report.set_defaults(handler=_cmd_audit_report)
-    canary = audit_sub.add_parser(
-        "canary",
-        help="one-run empirical audit of local DP-SGD (Steinke, Nasr, Jagielski 2023)",
-    )
-    canary.add_argument("--noise-multiplier", type=positive_float, default=1.0)
-    canary.add_argument("--canaries", type=positive_int, default=1000, help="m (1000)")
-    canary.add_argument("--guesses", type=positive_int, default=100, help="r, half each way")
-    canary.add_argument("--seed", type=int, default=0)
-    canary.add_argument("--delta", type=positive_float, default=1e-5)
-    canary.add_argument(
-        "--noise-off",
-        action="store_true",
-        help="self-test: train WITHOUT noise while claiming the noisy epsilon (must be caught)",
-    )
-    canary.set_defaults(handler=_cmd_audit_canary)
+    add_canary_parser(audit_sub)
     serve = audit_sub.add_parser("serve", help="serve the PrivacyAudit gRPC service of a run")
     serve.add_argument("path", type=Path, help="run directory (with server_ledger.db)")
     serve.add_argument(
@@ -116,6 +102,7 @@ def _cmd_audit_report(args: argparse.Namespace, console: Console) -> int:
     import json
 
     from fedgaze.atomic import write_bytes_atomic
+    from fedgaze.audit.outcome import load_audit
     from fedgaze.audit.report import render_report
     from fedgaze.audit.verify import audit_path, export_events
 
@@ -128,30 +115,16 @@ def _cmd_audit_report(args: argparse.Namespace, console: Console) -> int:
         else []
     )
     page = render_report(
-        export_events(audits), source=str(args.path), evaluations=evaluations, problems=problems
+        export_events(audits),
+        source=str(args.path),
+        evaluations=evaluations,
+        problems=problems,
+        canary=load_audit(args.path) if args.path.is_dir() else None,
     )
     write_bytes_atomic(args.out, page.encode("utf-8"))
     state = "[red]ledgers did NOT verify[/red] (the report says so)" if problems else "verified"
     console.print(f"report written to {args.out}; {state}", soft_wrap=True)
     return 1 if problems else 0
-
-
-def _cmd_audit_canary(args: argparse.Namespace, console: Console) -> int:
-    from fedgaze.audit.canary import CanaryAuditConfig, format_result, run_canary_audit
-
-    config = CanaryAuditConfig(
-        m=args.canaries,
-        k_plus=args.guesses // 2,
-        k_minus=args.guesses - args.guesses // 2,
-        seed=args.seed,
-        noise_multiplier=args.noise_multiplier,
-        delta=args.delta,
-    )
-    if args.noise_off:
-        console.print("[yellow]self-test: noise switched off, the claim is kept[/yellow]")
-    result = run_canary_audit(config, noise_off=args.noise_off)
-    console.print(escape(format_result(result)), soft_wrap=True, highlight=False)
-    return 1 if result.violated else 0
 
 
 def _cmd_audit_serve(args: argparse.Namespace, console: Console) -> int:

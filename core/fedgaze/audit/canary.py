@@ -46,8 +46,9 @@ The search (grid, then bisection) only ever returns an epsilon whose p-value was
 What the audit shows: a lower bound above the claimed epsilon means the implementation (or its
 accounting) is broken, at the configured confidence (95% by default). A bound below the claim
 is consistent, not a proof of privacy: this is a black-box, input-space audit of one run, and
-for correctly noised DP-SGD it is typically far below the claim (the paper's tightest bounds
-come from white-box gradient canaries, which the real data path cannot insert).
+for correctly noised DP-SGD it is typically far below the claim. The white-box audit with
+gradient canaries (:mod:`fedgaze.audit.dirac`) is much stronger and is ``fedgaze audit
+canary``'s default; this one is ``--kind input``.
 
 Canary choice (:func:`make_canaries`): canaries are built against the initial model (which the
 auditor knows: the server sends it) so that their clipped gradients are nearly orthogonal to
@@ -75,13 +76,13 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager, nullcontext
+from collections.abc import Mapping
+from contextlib import nullcontext
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-import opacus.optimizers.optimizer as opacus_optimizer
 import torch
 import torch.nn.functional as F
 from pydantic import Field, model_validator
@@ -89,6 +90,8 @@ from scipy.linalg import null_space
 from scipy.stats import binom
 
 from fedgaze import defaults
+from fedgaze.audit.broken import noise_scaled
+from fedgaze.audit.outcome import AuditSummary
 from fedgaze.data.synthetic import generate_cohort
 from fedgaze.features.v2 import featurize_device
 from fedgaze.model.reward import PairwiseRewardModel, model_from_state, state_to_numpy
@@ -114,6 +117,7 @@ _NO_BUDGET = 1e12
 """Epsilon budget of the audit's fresh ledger: the audit measures, it does not enforce."""
 _GRID_STEP = 0.01
 _BISECTION_STEPS = 40
+_EXACT_TERMS = 2048
 
 
 # --------------------------------------------------------------------------------------------
@@ -137,10 +141,15 @@ def _p_values(eps: FloatArray, m: int, r: int, v: int, delta: float) -> FloatArr
         return np.minimum(tail, 1.0)
     # f(v - i) - f(v) = P[v - i <= B <= v - 1] = sum_{j=1..i} P[B = v - j], for i = 1..v;
     # for i > v the numerator stays 1 - f(v) and the ratio only shrinks, so i <= v suffices.
-    below = np.arange(v - 1, -1, -1)  # v - 1, v - 2, ..., 0
+    # Beyond i = _EXACT_TERMS every ratio is at most (1 - f(v)) / (_EXACT_TERMS + 1): that
+    # cap stands in for them, which can only raise the p-value (conservative).
+    terms = min(v, _EXACT_TERMS)
+    below = np.arange(v - 1, v - 1 - terms, -1)  # v - 1, v - 2, ..., v - terms
     pmf = binom.pmf(below[None, :], r, q[..., None])
-    ratios = np.cumsum(pmf, axis=-1) / np.arange(1, v + 1)
-    return np.minimum(tail + 2.0 * m * delta * ratios.max(axis=-1), 1.0)
+    ratios = (np.cumsum(pmf, axis=-1) / np.arange(1, terms + 1)).max(axis=-1)
+    if terms < v:
+        ratios = np.maximum(ratios, (1.0 - tail) / (terms + 1))
+    return np.minimum(tail + 2.0 * m * delta * ratios, 1.0)
 
 
 def audit_p_value(eps: float, *, m: int, r: int, v: int, delta: float) -> float:
@@ -279,9 +288,33 @@ class CanaryAuditResult:
         """True when the lower bound exceeds the claim: the DP guarantee does not hold."""
         return self.epsilon_lower_bound > self.claimed_epsilon
 
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready summary (``fedgaze audit canary --kind input --json``)."""
+        summary = AuditSummary(
+            "input",
+            "dp-sgd",
+            "black-box: input-space canaries, the final model",
+            self.claimed_epsilon,
+            self.delta,
+            self.epsilon_lower_bound,
+            self.confidence,
+            "noise-off" if self.noise_off else None,
+            self.m,
+            self.guesses,
+            self.correct,
+            self.config.seed,
+            self.seconds,
+        )
+        return summary.to_json(
+            included=self.included,
+            noise_multiplier=self.config.noise_multiplier,
+            steps=self.steps,
+            sample_rate=self.sample_rate,
+        )
+
 
 # --------------------------------------------------------------------------------------------
-# Canaries, base data, the test-only noise switch
+# Canaries and base data
 # --------------------------------------------------------------------------------------------
 
 
@@ -352,35 +385,6 @@ def _synthetic_base(cfg: CanaryAuditConfig) -> tuple[np.ndarray, np.ndarray]:
     )
 
 
-@contextmanager
-def _noise_switched_off() -> Iterator[None]:
-    """Test-only: Opacus' DP-SGD adds no noise inside this block (a broken implementation).
-
-    Replaces ``opacus.optimizers.optimizer._generate_noise`` (the function ``DPOptimizer``
-    calls for its Gaussian noise) with one that returns zeros, process-wide, for the duration
-    of the block; the optimizer's ``noise_multiplier``, and therefore what the accountant
-    charges, is unchanged. Not thread-safe: never use it where other training runs concurrently.
-    Raises if Opacus never asked for noise, so that the simulation cannot silently fail.
-    """
-    original = opacus_optimizer._generate_noise
-    calls = 0
-
-    def zero_noise(
-        std: float, reference: torch.Tensor, generator: object = None, secure_mode: bool = False
-    ) -> torch.Tensor:
-        nonlocal calls
-        calls += 1
-        return torch.zeros(reference.shape, device=reference.device, dtype=reference.dtype)
-
-    opacus_optimizer._generate_noise = zero_noise
-    try:
-        yield
-    finally:
-        opacus_optimizer._generate_noise = original
-    if calls == 0:
-        raise RuntimeError("noise_off: Opacus did not call _generate_noise; hook is stale")
-
-
 def _log_likelihood(model: torch.nn.Module, X: np.ndarray, y: np.ndarray) -> FloatArray:
     """Log-probability of each label ``y`` under ``model``, float64 (n,)."""
     model.eval()
@@ -430,7 +434,7 @@ def run_canary_audit(
     X_train = np.concatenate([X_base, X_can[included]])
     y_train = np.concatenate([y_base, y_can[included]])
     cfg = config.dp_config()
-    with _noise_switched_off() if noise_off else nullcontext():
+    with noise_scaled(0.0) if noise_off else nullcontext():
         local = train_local(
             initial_state,
             X_train,

@@ -165,9 +165,12 @@ def render_report(
     source: str,
     evaluations: Sequence[Mapping[str, Any]] = (),
     problems: Sequence[str] = (),
+    canary: Mapping[str, Any] | None = None,
 ) -> str:
     """The report as one HTML document. ``problems`` (from verification) are shown first: a
-    report on a ledger that does not verify, or has gaps, says so before any number."""
+    report on a ledger that does not verify, or has gaps, says so before any number.
+    ``canary`` is the last empirical audit recorded for the run (:mod:`fedgaze.audit.outcome`),
+    shown beside the run's own largest epsilon."""
     esc = html.escape
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'>",
@@ -201,7 +204,43 @@ def render_report(
             f"<td>{float(d['delta']):g}</td><td>{esc(str(d.get('accountant', '')))}</td></tr>"
         )
     parts.append("</table>")
+    if canary is not None:
+        parts += _canary_section(canary, export)
     for title, uri in _figures(export, evaluations):
         parts.append(f"<h2>{esc(title)}</h2><img alt='{esc(title)}' src='{uri}'>")
     parts.append("</body></html>")
     return "\n".join(parts)
+
+
+def _canary_section(canary: Mapping[str, Any], export: Mapping[str, Any]) -> list[str]:
+    """The last empirical audit's bound beside its claim and the run's largest epsilon."""
+    esc = html.escape
+    worst = [
+        cumulative_epsilons(d["events"], float(d["delta"]))[-1]
+        for d in export.get("devices", [])
+        if d["events"]
+    ]
+    verdict = "VIOLATED" if canary["violated"] else "consistent"
+    rows = [
+        ("audit", f"{canary['kind']} canaries, {canary.get('mechanism', '')}"),
+        ("threat model", str(canary.get("threat_model", ""))),
+        ("claimed epsilon (the audited configuration)", f"{float(canary['claimed_epsilon']):.3f}"),
+        (
+            "empirical lower bound",
+            f"{float(canary['epsilon_lower_bound']):.3f} at "
+            f"{float(canary['confidence']):.1%} confidence",
+        ),
+        ("verdict", verdict),
+        ("this run's largest device epsilon", f"{max(worst):.3f}" if worst else "none spent"),
+        ("recorded", str(canary.get("recorded", ""))),
+    ]
+    if canary.get("broken"):
+        rows.insert(4, ("self-test", f"mechanism broken on purpose: {canary['broken']}"))
+    cells = "".join(f"<tr><th>{esc(k)}</th><td>{esc(v)}</td></tr>" for k, v in rows)
+    return [
+        "<h2>Empirical privacy audit (last recorded)</h2>",
+        f"<table>{cells}</table>",
+        "<p>An audit can refute a claim, not prove it: a lower bound above the claim means the "
+        "implementation or its accounting is broken. It audits the training path with its own "
+        "configuration (<code>fedgaze audit canary --run-dir</code>), not this run's data.</p>",
+    ]

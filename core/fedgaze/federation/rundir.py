@@ -61,6 +61,11 @@ class RunLayout:
         return self.root / "labels.db"
 
     @property
+    def canary_audit(self) -> Path:
+        """The last empirical privacy audit recorded for the run (``audit canary --run-dir``)."""
+        return self.root / "canary_audit.json"
+
+    @property
     def served_log(self) -> Path:
         """A demo's log of the prompts and answers it served (``fedgaze alignment export``)."""
         return self.root / "served.jsonl"
