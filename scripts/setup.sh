@@ -10,7 +10,7 @@ fi
 .venv/bin/python -m pip install --quiet --upgrade pip
 # constraints.txt pins the CPU torch wheel and the Flower line whose Fleet API is gRPC; the
 # alignment extra (trl, datasets, transformers) is for `fedgaze alignment export` to DPO.
-.venv/bin/python -m pip install --quiet -c constraints.txt -e ".[dev,alignment]"
+.venv/bin/python -m pip install --quiet -c constraints.txt -e ".[dev,alignment,simulation]"
 # Browser tests drive Debian's Chromium through Playwright (never `playwright install`).
 if [ ! -x /usr/bin/chromium ] && command -v apt-get >/dev/null 2>&1; then
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"

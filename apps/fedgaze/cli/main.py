@@ -18,7 +18,17 @@ from collections.abc import Callable, Sequence
 from rich.console import Console
 from rich.markup import escape
 
-from fedgaze.cli import alignment, audit, certs, client, data, federation, reward, server
+from fedgaze.cli import (
+    alignment,
+    audit,
+    certs,
+    client,
+    data,
+    federation,
+    reward,
+    server,
+    simulate,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -29,6 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True)
     federation.add_parsers(sub)
+    simulate.add_parsers(sub)
     certs.add_parsers(sub)
     data.add_parsers(sub)
     audit.add_parsers(sub)

@@ -203,9 +203,9 @@ def _run_with_progress(
                 progress.update(task, description="training")
             elif isinstance(event, RoundDone):
                 progress.update(task, completed=event.log.round)
-                console.print(_round_line(event))
+                console.print(round_line(event))
             elif isinstance(event, Evaluated):
-                console.print(_evaluation_line(event.evaluation))
+                console.print(evaluation_line(event.evaluation))
             elif isinstance(event, Labelled):
                 console.print(_labels_line(event, settings))
 
@@ -221,7 +221,7 @@ def _fmt(value: float | None, spec: str = ".3f") -> str:
     return "n/a" if value is None else format(value, spec)
 
 
-def _round_line(event: RoundDone) -> str:
+def round_line(event: RoundDone) -> str:
     log = event.log
     eps = [d.epsilon for d in event.devices]
     eps_text = (
@@ -278,7 +278,7 @@ def labels_summary(settings: ServerSettings, source: dict[str, Any]) -> dict[str
     }
 
 
-def _evaluation_line(ev: Evaluation) -> str:
+def evaluation_line(ev: Evaluation) -> str:
     which = "initial model" if ev.round == 0 else f"model after round {ev.round}"
     return (
         f"  {which}: held-out accuracy {_fmt(ev.accuracy)} "

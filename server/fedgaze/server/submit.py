@@ -69,7 +69,7 @@ clientapp = "fedgaze.client.app:app"
     )
 
 
-class _ProgressTail:
+class ProgressTail:
     """Reads new complete lines of the ServerApp's progress file as they are appended (a
     resumed run's file already holds the earlier server's events: those are skipped)."""
 
@@ -108,7 +108,7 @@ def run_app(
     layout = RunLayout(run_dir)
     write_flower_app(layout.flower_app, settings)
     for attempt in (1, 2):
-        tail = _ProgressTail(layout.progress)
+        tail = ProgressTail(layout.progress)
         sup.start(
             "flwr-run",
             [flower_executable("flwr"), "run", str(layout.flower_app), CONNECTION, "--stream"],
@@ -170,7 +170,7 @@ def _run_status(sup: Supervisor, env: dict[str, str]) -> str | None:
 
 def _follow(
     sup: Supervisor,
-    tail: _ProgressTail,
+    tail: ProgressTail,
     on_event: EventHandler | None,
     deadline: float,
     env: dict[str, str],

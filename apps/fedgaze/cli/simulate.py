@@ -1,0 +1,84 @@
+"""``fedgaze simulate``: many synthetic devices on Flower's simulation engine, with progress."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from fedgaze import defaults
+from fedgaze.argtypes import positive_float, positive_int
+
+
+def add_parsers(sub: Any) -> None:
+    """Add ``simulate`` to the ``fedgaze`` subparsers ``sub``."""
+    simulate = sub.add_parser(
+        "simulate",
+        help="N synthetic devices on Flower's simulation engine (Ray), the deployment's "
+        "ServerApp and ClientApp code",
+    )
+    simulate.add_argument("--devices", type=positive_int, required=True, help="N devices")
+    simulate.add_argument(
+        "--rounds", type=positive_int, default=defaults.ROUNDS, help=f"R ({defaults.ROUNDS})"
+    )
+    simulate.add_argument(
+        "--epsilon",
+        type=positive_float,
+        default=defaults.DEVICE_EPSILON,
+        help=f"each device's budget ({defaults.DEVICE_EPSILON:g}); noise calibrated to fit",
+    )
+    simulate.add_argument("--seed", type=int, default=defaults.SEED, help="devices' data, draws")
+    simulate.add_argument("--run-dir", type=Path, help="run directory (default: new under ./runs/)")
+    simulate.add_argument("--cpus", type=positive_int, help="CPUs for Ray (default: all)")
+    simulate.set_defaults(handler=_cmd_simulate)
+
+
+def _cmd_simulate(args: argparse.Namespace, console: Console) -> int:
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from fedgaze.federation.events import Evaluated, ProgressEvent, RoundDone, Started, Waiting
+    from fedgaze.local.demo import default_run_dir, evaluation_line, round_line
+    from fedgaze.local.simulate import SimulationSpec, run_simulation_engine
+
+    fields: dict[str, Any] = {
+        "devices": args.devices,
+        "rounds": args.rounds,
+        "epsilon": args.epsilon,
+        "seed": args.seed,
+        "run_dir": args.run_dir or default_run_dir(),
+    }
+    if args.cpus is not None:
+        fields["cpus"] = args.cpus
+    spec = SimulationSpec(**fields)
+    console.print(
+        f"[bold]fedgaze simulate[/bold]: {spec.devices} devices, {spec.rounds} rounds, device "
+        f"budget epsilon={spec.epsilon:g}; run dir {spec.run_dir}"
+    )
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total} rounds"),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=console, transient=True) as progress:
+        task = progress.add_task("starting the simulation engine", total=spec.rounds)
+
+        def on_event(event: ProgressEvent) -> None:
+            if isinstance(event, Waiting):
+                progress.update(task, description=f"waiting for {event.min_nodes} devices")
+            elif isinstance(event, Started):
+                progress.update(task, description=f"training on {event.nodes} devices")
+            elif isinstance(event, RoundDone):
+                progress.update(task, completed=event.log.round)
+                console.print(round_line(event))
+            elif isinstance(event, Evaluated):
+                console.print(evaluation_line(event.evaluation))
+
+        summary = run_simulation_engine(spec, on_event)
+    console.print(
+        f"done in {summary.wall_seconds:.1f} s: {summary.rounds_completed}/{summary.rounds} "
+        f"rounds on {spec.devices} simulated devices; summary {spec.run_dir}/summary.json"
+    )
+    return 0 if summary.complete else 1
