@@ -36,10 +36,7 @@ def add_parsers(sub: Any) -> None:
 
 
 def _cmd_simulate(args: argparse.Namespace, console: Console) -> int:
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
-    from fedgaze.federation.events import Evaluated, ProgressEvent, RoundDone, Started, Waiting
-    from fedgaze.local.demo import default_run_dir, evaluation_line, round_line
+    from fedgaze.local.demo import default_run_dir, round_progress
     from fedgaze.local.simulate import SimulationSpec, run_simulation_engine
 
     fields: dict[str, Any] = {
@@ -56,26 +53,7 @@ def _cmd_simulate(args: argparse.Namespace, console: Console) -> int:
         f"[bold]fedgaze simulate[/bold]: {spec.devices} devices, {spec.rounds} rounds, device "
         f"budget epsilon={spec.epsilon:g}; run dir {spec.run_dir}"
     )
-    columns = (
-        TextColumn("{task.description}"),
-        BarColumn(),
-        TextColumn("{task.completed}/{task.total} rounds"),
-        TimeElapsedColumn(),
-    )
-    with Progress(*columns, console=console, transient=True) as progress:
-        task = progress.add_task("starting the simulation engine", total=spec.rounds)
-
-        def on_event(event: ProgressEvent) -> None:
-            if isinstance(event, Waiting):
-                progress.update(task, description=f"waiting for {event.min_nodes} devices")
-            elif isinstance(event, Started):
-                progress.update(task, description=f"training on {event.nodes} devices")
-            elif isinstance(event, RoundDone):
-                progress.update(task, completed=event.log.round)
-                console.print(round_line(event))
-            elif isinstance(event, Evaluated):
-                console.print(evaluation_line(event.evaluation))
-
+    with round_progress(console, spec.settings(), "starting the simulation engine") as on_event:
         summary = run_simulation_engine(spec, on_event)
     console.print(
         f"done in {summary.wall_seconds:.1f} s: {summary.rounds_completed}/{summary.rounds} "

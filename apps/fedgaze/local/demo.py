@@ -9,6 +9,8 @@ from __future__ import annotations
 import statistics
 import time
 import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from pathlib import Path
@@ -180,13 +182,12 @@ def run_local_federation(opts: FederationOptions, console: Console | None = None
     return summary
 
 
-def _run_with_progress(
-    run_dir: Path,
-    settings: ServerSettings,
-    nodes: list[NodeSettings],
-    opts: FederationOptions,
-    console: Console,
-) -> FederationOutcome:
+@contextmanager
+def round_progress(
+    console: Console, settings: ServerSettings, starting: str
+) -> Iterator[Callable[[ProgressEvent], None]]:
+    """A progress bar over the run's rounds; yields the handler of its progress events, which
+    moves the bar and prints each round, evaluation and labels round."""
     columns = (
         TextColumn("{task.description}"),
         BarColumn(),
@@ -194,13 +195,13 @@ def _run_with_progress(
         TimeElapsedColumn(),
     )
     with Progress(*columns, console=console, transient=True) as progress:
-        task = progress.add_task("starting SuperLink and SuperNodes", total=opts.rounds)
+        task = progress.add_task(starting, total=settings.rounds)
 
         def on_event(event: ProgressEvent) -> None:
             if isinstance(event, Waiting):
                 progress.update(task, description=f"waiting for {event.min_nodes} devices")
             elif isinstance(event, Started):
-                progress.update(task, description="training")
+                progress.update(task, description=f"training on {event.nodes} devices")
             elif isinstance(event, RoundDone):
                 progress.update(task, completed=event.log.round)
                 console.print(round_line(event))
@@ -209,6 +210,17 @@ def _run_with_progress(
             elif isinstance(event, Labelled):
                 console.print(_labels_line(event, settings))
 
+        yield on_event
+
+
+def _run_with_progress(
+    run_dir: Path,
+    settings: ServerSettings,
+    nodes: list[NodeSettings],
+    opts: FederationOptions,
+    console: Console,
+) -> FederationOutcome:
+    with round_progress(console, settings, "starting SuperLink and SuperNodes") as on_event:
         limits = LaunchLimits(
             run_total=opts.node_wait_timeout + opts.rounds * opts.round_timeout * 2
         )

@@ -36,6 +36,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from flwr.app import ConfigRecordValues, Context, Message
 from flwr.clientapp import ClientApp
 from flwr.serverapp import Grid, ServerApp
@@ -103,8 +104,6 @@ class SimulationSpec(BaseModel):
 
 
 def _device_seed(seed: int, index: int) -> int:
-    import numpy as np
-
     return int(np.random.SeedSequence([seed, index]).generate_state(1)[0])
 
 
@@ -130,8 +129,7 @@ def device_node(index: int, env: dict[str, Any]) -> NodeSettings:
 def _as_device(context: Context) -> Context:
     env = json.loads(os.environ[ENV])
     node = device_node(int(context.node_config["partition-id"]), env)
-    flat = {k.replace("_", "-"): v for k, v in node.model_dump().items() if v is not None}
-    return dataclasses.replace(context, node_config=flat)
+    return dataclasses.replace(context, node_config=node.to_node_config())
 
 
 client_app = ClientApp()

@@ -75,6 +75,10 @@ class NodeSettings(_Frozen):
         known = {k: v for k, v in flat.items() if k.replace("-", "_") in cls.model_fields}
         return _parse(cls, known, "node config")
 
+    def to_node_config(self) -> dict[str, Any]:
+        """As the node config mapping a SuperNode hands its ClientApp (``from_node_config``)."""
+        return _flat(self)
+
     def to_node_config_arg(self) -> str:
         """Render as the ``--node-config`` argument of ``flower-supernode``."""
         parts = []
