@@ -35,7 +35,6 @@ scipy only; a few minutes on one core.
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import time
 from collections.abc import Mapping, Sequence
@@ -44,15 +43,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from scipy.optimize import minimize
-from scipy.special import expit
 from scipy.stats import rankdata
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import alignment_labels as al
+from _linear import fit_bt, gaps, inner_splits, jsonable, mean_std, metrics, pair, rule_logits
 from _results import command_line, publish
 from fedgaze.features import v2
+from fedgaze.model.evaluation import roc_auc
 
 ROOT = Path(__file__).resolve().parents[1]
 MARKER = "behaviour-levers"
@@ -207,48 +206,11 @@ def load(data: Path) -> Data:
 # ---- models and metrics ---------------------------------------------------------------------
 
 
-def auc(y: np.ndarray, score: np.ndarray) -> float:
-    """ROC-AUC (ties count a half), by ranks."""
-    r = rankdata(score)
-    n1 = float(np.sum(y == 1))
-    n0 = len(y) - n1
-    return float((r[y == 1].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
-
-
 def column_aucs(y: np.ndarray, A: np.ndarray) -> np.ndarray:
     """Univariate AUC of every column of ``A``."""
     r = rankdata(A, axis=0)
     n1 = float(np.sum(y == 1))
     return (r[y == 1].sum(0) - n1 * (n1 + 1) / 2) / (n1 * (len(y) - n1))
-
-
-def metrics(y: np.ndarray, score: np.ndarray) -> dict[str, float]:
-    """Accuracy (score > 0 predicts right) and AUC."""
-    return {"accuracy": float(np.mean((score > 0) == (y == 1))), "auc": auc(y, score)}
-
-
-def fit_bt(
-    X: np.ndarray,
-    y: np.ndarray,
-    lam: float,
-    bounds: list[tuple[float | None, float | None]] | None = None,
-    point: tuple[np.ndarray, np.ndarray, float] | None = None,
-) -> np.ndarray:
-    """Weights minimising mean logistic loss + lam / 2 * |w|^2 (no intercept), by L-BFGS-B;
-    ``point`` = (P, t, weight) adds weight * mean (P w - t)^2."""
-
-    def loss(w: np.ndarray) -> tuple[float, np.ndarray]:
-        z = X @ w
-        value = np.mean(np.logaddexp(0.0, z) - y * z) + 0.5 * lam * w @ w
-        grad = X.T @ (expit(z) - y) / len(y) + lam * w
-        if point is not None:
-            P, t, weight = point
-            res = P @ w - t
-            value += weight * res @ res / len(t)
-            grad = grad + 2 * weight * P.T @ res / len(t)
-        return float(value), grad
-
-    return minimize(loss, np.zeros(X.shape[1]), jac=True, method="L-BFGS-B", bounds=bounds).x
 
 
 def fit_predict(
@@ -278,16 +240,6 @@ def fit_predict(
     return A[np.ix_(test, cols)] @ w
 
 
-def inner_splits(owner: np.ndarray, train: np.ndarray, seed: int) -> list[tuple[Any, Any]]:
-    """Grouped folds of the workers in ``train``, dealt after a seeded shuffle."""
-    workers = np.random.default_rng(INNER_SEED + seed).permutation(np.unique(owner[train]))
-    out = []
-    for f in range(INNER_FOLDS):
-        held = np.isin(owner[train], workers[f::INNER_FOLDS])
-        out.append((train[~held], train[held]))
-    return out
-
-
 def nested(data: Data, recipe: str, splits: Sequence[tuple[Any, Any]], seed: int) -> dict:
     """One seed: per outer split, the hyperparameters with the best pooled inner AUC (ties to
     the earlier), refitted on the outer training side and scored on its test side."""
@@ -295,31 +247,16 @@ def nested(data: Data, recipe: str, splits: Sequence[tuple[Any, Any]], seed: int
     logits, picks = np.zeros(len(data.y)), []
     tested = np.concatenate([te for _, te in splits])
     for train, test in splits:
-        folds = inner_splits(data.owner, train, seed)
+        folds = inner_splits(data.owner, train, INNER_SEED + seed, INNER_FOLDS)
         held = np.concatenate([va for _, va in folds])
         scores = []
         for hp in grid:
             inner = np.concatenate([fit_predict(data, recipe, hp, tr, va) for tr, va in folds])
-            scores.append(auc(data.y[held], inner))
+            scores.append(roc_auc(data.y[held], inner))
         best = grid[int(np.argmax(scores))]
         picks.append(dict(best))
         logits[test] = fit_predict(data, recipe, best, train, test)
     return metrics(data.y[tested], logits[tested]) | {"picks": picks}
-
-
-def rule_logits(lengths: np.ndarray) -> np.ndarray:
-    """The rule as a score: right minus left characters, + 0.5 so that a tie goes right."""
-    lengths = np.asarray(lengths, dtype=np.float64)
-    return lengths[:, 1] - lengths[:, 0] + 0.5
-
-
-def mean_std(per_seed: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    """Mean and population std over seeds of accuracy and AUC, with the per-seed values."""
-    out: dict[str, Any] = {}
-    for w in ("accuracy", "auc"):
-        values = [float(m[w]) for m in per_seed]
-        out |= {f"{w}_mean": statistics.mean(values), f"{w}_std": statistics.pstdev(values)}
-    return out | {"per_seed": list(per_seed)}
 
 
 # ---- worker heterogeneity -------------------------------------------------------------------
@@ -340,17 +277,17 @@ def heterogeneity(data: Data) -> dict[str, Any]:
     out = {}
     for name in (*SIGNALS, REFERENCE):
         d = X[:, 1, NAMES.index(name)] - X[:, 0, NAMES.index(name)]
-        pooled = auc(y, d)
+        pooled = roc_auc(y, d)
         side = 1.0 if pooled >= 0.5 else -1.0
         own, with_, against = [], 0, 0
         for k in workers:
             idx = np.flatnonzero(owner == k)
-            own.append(auc(y[idx], d[idx]))
+            own.append(roc_auc(y[idx], d[idx]))
             boot = []
             for _ in range(BOOTSTRAP):
                 b = rng.choice(idx, len(idx))
                 if 0 < y[b].sum() < len(b):
-                    boot.append(auc(y[b], d[b]))
+                    boot.append(roc_auc(y[b], d[b]))
             lo, hi = side * (np.percentile(boot, (5, 95)) - 0.5)
             with_ += min(lo, hi) > 0
             against += max(lo, hi) < 0
@@ -367,18 +304,6 @@ def heterogeneity(data: Data) -> dict[str, Any]:
 
 
 # ---- output ---------------------------------------------------------------------------------
-
-
-def pair(cell: Mapping[str, Any]) -> str:
-    """``acc ± std | auc ± std``."""
-    return " | ".join(
-        f"{cell[f'{w}_mean']:.3f} ± {cell[f'{w}_std']:.3f}" for w in ("accuracy", "auc")
-    )
-
-
-def gaps(cell: Mapping[str, Any], ref: Mapping[str, Any]) -> tuple[float, float]:
-    """Points above ``ref`` in mean accuracy and mean AUC."""
-    return tuple(100 * (cell[f"{w}_mean"] - ref[f"{w}_mean"]) for w in ("accuracy", "auc"))
 
 
 def picks_text(cell: Mapping[str, Any]) -> str:
@@ -530,17 +455,6 @@ def main() -> None:
         marker=MARKER,
         heading=HEADING,
     )
-
-
-def jsonable(value: Any) -> Any:
-    """``value`` with numpy scalars and arrays turned into plain Python."""
-    if isinstance(value, Mapping):
-        return {str(k): jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple | np.ndarray):
-        return [jsonable(v) for v in value]
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
 
 
 if __name__ == "__main__":

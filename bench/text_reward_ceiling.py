@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import re
-import statistics
 import sys
 import time
 from collections.abc import Mapping, Sequence
@@ -39,13 +38,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from scipy.optimize import minimize
-from scipy.special import expit
-from scipy.stats import chi2_contingency, rankdata
+from scipy.stats import chi2_contingency
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import alignment_labels as al
+from _linear import fit_bt, gaps, inner_splits, jsonable, mean_std, metrics, pair, rule_logits
 from _results import command_line, publish
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -212,19 +210,6 @@ def load(data: Path) -> Data:
 # ---- models and metrics ---------------------------------------------------------------------
 
 
-def auc(y: np.ndarray, score: np.ndarray) -> float:
-    """ROC-AUC (ties count a half), by ranks."""
-    r = rankdata(score)
-    n1 = float(np.sum(y == 1))
-    n0 = len(y) - n1
-    return float((r[y == 1].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
-
-
-def metrics(y: np.ndarray, score: np.ndarray) -> dict[str, float]:
-    """Accuracy (score > 0 predicts right) and AUC."""
-    return {"accuracy": float(np.mean((score > 0) == (y == 1))), "auc": auc(y, score)}
-
-
 def design(data: Data, name: str, train: np.ndarray, rows: np.ndarray) -> np.ndarray:
     """The set's antisymmetric columns for ``rows``; anything fitted uses ``train`` only."""
     X = data.fixed[name][rows]
@@ -233,17 +218,6 @@ def design(data: Data, name: str, train: np.ndarray, rows: np.ndarray) -> np.nda
         _, _, vt = np.linalg.svd(E - E.mean(0), full_matrices=False)
         X = np.concatenate([X, data.emb_diff[rows] @ vt[:PCA_K].T], axis=1)
     return X
-
-
-def fit_bt(X: np.ndarray, y: np.ndarray, lam: float) -> np.ndarray:
-    """Weights minimising mean logistic loss + lam / 2 * |w|^2 (no intercept), by L-BFGS."""
-
-    def loss(w: np.ndarray) -> tuple[float, np.ndarray]:
-        z = X @ w
-        value = np.mean(np.logaddexp(0.0, z) - y * z) + 0.5 * lam * w @ w
-        return float(value), X.T @ (expit(z) - y) / len(y) + lam * w
-
-    return minimize(loss, np.zeros(X.shape[1]), jac=True, method="L-BFGS-B").x
 
 
 def fit_predict(data: Data, cand: int, train: np.ndarray, test: np.ndarray) -> np.ndarray:
@@ -255,34 +229,16 @@ def fit_predict(data: Data, cand: int, train: np.ndarray, test: np.ndarray) -> n
     return (Xte / rms) @ fit_bt(Xtr / rms, data.y[train], lam)
 
 
-def inner_splits(owner: np.ndarray, train: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Grouped folds of the workers in ``train``, dealt after a seeded shuffle (as
-    ``reward_benchmark.grouped_splits`` deals devices)."""
-    workers = np.unique(owner[train])
-    order = np.random.default_rng(INNER_SEED).permutation(len(workers))
-    out = []
-    for f in range(INNER_FOLDS):
-        held = np.isin(owner[train], workers[order[f::INNER_FOLDS]])
-        out.append((train[~held], train[held]))
-    return out
-
-
 def run_split(data: Data, train: np.ndarray, test: np.ndarray) -> dict[str, Any]:
     """Every candidate's inner score (pooled inner accuracy + AUC) and outer test logits."""
     inner, outer = [], []
-    folds = inner_splits(data.owner, train)
+    folds = inner_splits(data.owner, train, INNER_SEED, INNER_FOLDS)
     for c in range(len(CANDIDATES)):
         logits = np.concatenate([fit_predict(data, c, tr, va) for tr, va in folds])
         m = metrics(np.concatenate([data.y[va] for _, va in folds]), logits)
         inner.append(m["accuracy"] + m["auc"])
         outer.append(fit_predict(data, c, train, test))
     return {"test": test, "inner": np.array(inner), "outer": outer}
-
-
-def rule_logits(lengths: np.ndarray) -> np.ndarray:
-    """The rule as a score: right minus left characters, + 0.5 so that a tie goes right."""
-    lengths = np.asarray(lengths, dtype=np.float64)
-    return lengths[:, 1] - lengths[:, 0] + 0.5
 
 
 def score_protocol(data: Data, splits: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
@@ -307,15 +263,6 @@ def score_protocol(data: Data, splits: Sequence[Mapping[str, Any]]) -> dict[str,
     joint = pick(range(len(CANDIDATES)))
     out["nested_all"] = pooled(joint) | {"picked": [list(CANDIDATES[c]) for c in joint]}
     return out
-
-
-def mean_std(per_seed: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    """Mean and population std over seeds of accuracy and AUC, with the per-seed values."""
-    out: dict[str, Any] = {}
-    for w in ("accuracy", "auc"):
-        values = [float(m[w]) for m in per_seed]
-        out |= {f"{w}_mean": statistics.mean(values), f"{w}_std": statistics.pstdev(values)}
-    return out | {"per_seed": [{k: v for k, v in m.items() if k != "picked"} for m in per_seed]}
 
 
 # ---- worker heterogeneity -------------------------------------------------------------------
@@ -361,21 +308,6 @@ def heterogeneity(data: Data, chrono: tuple[np.ndarray, np.ndarray]) -> dict[str
 
 
 # ---- output ---------------------------------------------------------------------------------
-
-
-def pair(cell: Mapping[str, Any]) -> str:
-    """``acc ± std | auc ± std`` (no ± for a single value)."""
-    if "accuracy_mean" not in cell:
-        return f"{cell['accuracy']:.3f} | {cell['auc']:.3f}"
-    return " | ".join(
-        f"{cell[f'{w}_mean']:.3f} ± {cell[f'{w}_std']:.3f}" for w in ("accuracy", "auc")
-    )
-
-
-def gaps(cell: Mapping[str, Any], rule: Mapping[str, Any]) -> tuple[float, float]:
-    """Points above the rule in mean accuracy and mean AUC."""
-    acc, auc_ = (100 * (cell[f"{w}_mean"] - rule[f"{w}_mean"]) for w in ("accuracy", "auc"))
-    return acc, auc_
 
 
 def render(result: Mapping[str, Any], command: str) -> str:
@@ -544,17 +476,6 @@ def main() -> None:
         marker=MARKER,
         heading=HEADING,
     )
-
-
-def jsonable(value: Any) -> Any:
-    """``value`` with numpy scalars and arrays turned into plain Python."""
-    if isinstance(value, Mapping):
-        return {str(k): jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple | np.ndarray):
-        return [jsonable(v) for v in value]
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
 
 
 if __name__ == "__main__":

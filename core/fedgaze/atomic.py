@@ -7,8 +7,10 @@ import io
 import json
 import os
 import tempfile
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 
 def _fsync_dir(path: Path) -> None:
@@ -19,14 +21,15 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def write_bytes_atomic(path: str | Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a synced temporary file and an atomic rename."""
+@contextmanager
+def _replacing(path: str | Path, text: bool) -> Iterator[IO[Any]]:
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
+        fh = os.fdopen(fd, "w", encoding="utf-8", newline="\n") if text else os.fdopen(fd, "wb")
+        with fh:
+            yield fh
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, target)
@@ -34,6 +37,18 @@ def write_bytes_atomic(path: str | Path, data: bytes) -> None:
         Path(tmp).unlink(missing_ok=True)
         raise
     _fsync_dir(target.parent)
+
+
+def text_replacing(path: str | Path) -> AbstractContextManager[IO[str]]:
+    """A UTF-8 text file that replaces ``path`` only when the block completes without error
+    (written to a synced temporary file beside it and renamed, as :func:`write_bytes_atomic`)."""
+    return _replacing(path, text=True)
+
+
+def write_bytes_atomic(path: str | Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` via a synced temporary file and an atomic rename."""
+    with _replacing(path, text=False) as fh:
+        fh.write(data)
 
 
 def write_json_atomic(path: str | Path, obj: Any) -> None:

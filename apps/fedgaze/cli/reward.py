@@ -17,19 +17,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import tempfile
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.markup import escape
 
 from fedgaze.argtypes import positive_int
+from fedgaze.atomic import text_replacing
 
 if TYPE_CHECKING:
     from fedgaze.text.reward_model import RewardModel
@@ -187,27 +185,6 @@ def stream(
     return Counts(processed=processed, responses=responses, skipped=skipped)
 
 
-@contextmanager
-def atomic_text_output(path: Path) -> Iterator[IO[str]]:
-    """A text file that replaces ``path`` only when the block completes (synced, renamed)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
-            yield fh
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-
-
 class _NothingProcessed(Exception):
     """No line could be processed: the output is not written."""
 
@@ -297,7 +274,7 @@ def _run(
                 counts = stream(iter(fh), model, parse, finish, sys.stdout.write, report)
                 sys.stdout.flush()
             else:
-                with atomic_text_output(out) as sink:
+                with text_replacing(out) as sink:
                     counts = stream(iter(fh), model, parse, finish, sink.write, report)
                     if counts.processed == 0:
                         raise _NothingProcessed(counts)

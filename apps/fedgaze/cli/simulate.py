@@ -53,8 +53,9 @@ def _cmd_simulate(args: argparse.Namespace, console: Console) -> int:
         f"[bold]fedgaze simulate[/bold]: {spec.devices} devices, {spec.rounds} rounds, device "
         f"budget epsilon={spec.epsilon:g}; run dir {spec.run_dir}"
     )
-    with round_progress(console, spec.settings(), "starting the simulation engine") as on_event:
-        summary = run_simulation_engine(spec, on_event)
+    settings = spec.settings()
+    with round_progress(console, settings, "starting the simulation engine") as on_event:
+        summary = run_simulation_engine(spec, settings, on_event)
     console.print(
         f"done in {summary.wall_seconds:.1f} s: {summary.rounds_completed}/{summary.rounds} "
         f"rounds on {spec.devices} simulated devices; summary {spec.run_dir}/summary.json"

@@ -40,7 +40,7 @@ import numpy as np
 from flwr.app import ConfigRecordValues, Context, Message
 from flwr.clientapp import ClientApp
 from flwr.serverapp import Grid, ServerApp
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from fedgaze import defaults
 from fedgaze.atomic import write_json_atomic
@@ -77,6 +77,12 @@ class SimulationSpec(BaseModel):
     delta: float = Field(default=defaults.DELTA, gt=0, lt=1)
     seed: int = Field(default=defaults.SEED, ge=0)
     run_dir: Path
+
+    @field_validator("run_dir")
+    @classmethod
+    def _absolute(cls, value: Path) -> Path:
+        return value.resolve()  # the devices and the ServerApp must agree on one folder
+
     cpus: int = Field(default=max(1, os.cpu_count() or 1), ge=1)
 
     def settings(self) -> ServerSettings:
@@ -154,17 +160,18 @@ def labels(msg: Message, context: Context) -> Message:
 
 
 def run_simulation_engine(
-    spec: SimulationSpec, on_event: Callable[[ProgressEvent], None] | None = None
+    spec: SimulationSpec,
+    settings: ServerSettings,
+    on_event: Callable[[ProgressEvent], None] | None = None,
 ) -> RunSummary:
-    """Run ``spec`` on Flower's simulation engine; write and return ``summary.json``."""
+    """Run ``spec`` with its ``settings`` (:meth:`SimulationSpec.settings`) on Flower's
+    simulation engine; write and return ``summary.json``."""
     from flwr.simulation import run_simulation
 
-    run_dir = spec.run_dir.resolve()
+    run_dir = spec.run_dir
     if run_dir.exists() and any(run_dir.iterdir()):
         raise ValueError(f"run directory {run_dir} is not empty; choose a new one")
     run_dir.mkdir(parents=True, exist_ok=True)
-    spec = spec.model_copy(update={"run_dir": run_dir})
-    settings = spec.settings()
     results: list[Any] = []
     server_app = ServerApp()
 
