@@ -18,6 +18,8 @@ def add_parsers(sub: Any) -> None:
         "simulate",
         help="N synthetic devices on Flower's simulation engine (Ray), the deployment's "
         "ServerApp and ClientApp code",
+        description="Ray's servers listen on every network interface: run on a trusted or "
+        "firewalled machine, or in a loopback-only network namespace (unshare --net).",
     )
     simulate.add_argument("--devices", type=positive_int, required=True, help="N devices")
     simulate.add_argument(

@@ -16,6 +16,11 @@ ledger and personal head persist in its folder across rounds as on a real device
 ``fedgaze audit verify RUN`` works on a simulated run. The simulation's parameters reach the Ray
 actors through the environment they inherit from this process (:data:`ENV`).
 
+Network: Ray 2.55 (what ``flwr[simulation]`` 1.39 pins) starts its GCS and raylet gRPC servers
+on every network interface, whatever node address it is given (here 127.0.0.1). They carry
+only the simulation's own traffic, but run ``fedgaze simulate`` on a trusted or firewalled
+machine, or in a loopback-only network namespace (``unshare --net``, as the tests do).
+
 Flower 1.39's ``run_simulation`` is marked deprecated (in favour of ``flwr run`` against a
 simulation federation) but is the line's in-process entry point; fedgaze pins that line.
 
@@ -185,7 +190,11 @@ def run_simulation_engine(
     os.environ.update(env)  # Ray starts its actors from this process: they inherit it
     backend: dict[str, dict[str, ConfigRecordValues]] = {
         "client_resources": {"num_cpus": 1, "num_gpus": 0.0},
-        "init_args": {"num_cpus": spec.cpus, "include_dashboard": False},
+        "init_args": {
+            "num_cpus": spec.cpus,
+            "include_dashboard": False,
+            "_node_ip_address": "127.0.0.1",
+        },
     }
     stop = threading.Event()
     follower = threading.Thread(
