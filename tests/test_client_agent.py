@@ -514,14 +514,15 @@ def test_enrolled_agent_trains_survives_crashes_pauses_and_stops(
             state = _state(layout.root)
             children = state.get("children", {})
             got = {n: c.get("pid") for n, c in children.items()}
-            return got if len(got) == 2 and all(got.values()) else None
+            return got if len(got) == 3 and all(got.values()) else None
 
         first = wait_for("the agent's children", pids)
         wait_for("the capture page", lambda: pids() and client_status(config).capture_url)
-        for name in ("supernode", "capture"):  # a crash of either child is repaired
+        assert set(first) == {"supernode", "trainer", "capture"}
+        for name in first:  # a crash of any child is repaired
             os.kill(first[name], signal.SIGKILL)
         wait_for(
-            "both children restarted",
+            "every child restarted",
             lambda: (p := pids()) and all(p[n] != first[n] for n in p),
         )
         result = _wait_result_after(sup, env, tmp_path / "run1", "run-a")
@@ -534,8 +535,11 @@ def test_enrolled_agent_trains_survives_crashes_pauses_and_stops(
         assert st.agent is not None
         assert {n: c["restarts"] for n, c in st.agent["children"].items()} == {
             "supernode": 1,
+            "trainer": 1,
             "capture": 1,
         }
+        # The restarted warm trainer answered the round's messages, not the ClientApp process.
+        assert "trainer: train for " in (layout.logs / "trainer.log").read_text()
         # Paused: the device replies "paused" and is not charged.
         set_paused(layout.root, True)
         paused = _wait_result_after(sup, env, tmp_path / "run2", "run-b")
@@ -552,6 +556,7 @@ def test_enrolled_agent_trains_survives_crashes_pauses_and_stops(
         assert final["state"] == "stopped"
         assert not any(alive(c["pid"]) for c in final["children"].values() if c.get("pid"))
         assert not layout.capture_ready.exists()  # the capture service ended cleanly
+        assert list(layout.trainer.iterdir()) == []  # the trainer took its socket and key
         assert client_status(config).data.queries == queries  # its commits kept the data
     made = {p.name for p in layout.root.iterdir()}
     assert {"flwr_home", "logs", "store", "last_model", "privacy_state.json"} <= made, made

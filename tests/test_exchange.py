@@ -4,24 +4,16 @@ when it is back (as after a SuperLink restart), within the round's timeout."""
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 
 import pytest
 from flwr.app import ConfigRecord, Error, Message, RecordDict
 from flwr.common.constant import ErrorCode
-from flwr.supercore.task_identity import TaskIdentity
 
 from fedgaze.federation import protocol
 from fedgaze.server.exchange import exchange
 
-
-@pytest.fixture(autouse=True)
-def task_identity() -> Iterator[None]:
-    """Messages need the identity Flower sets in a ServerApp process."""
-    saved = (TaskIdentity._run_id, TaskIdentity._task_id, TaskIdentity._node_id)  # type: ignore[attr-defined]
-    TaskIdentity.run_id, TaskIdentity.task_id, TaskIdentity.node_id = 1, 1, 0
-    yield
-    TaskIdentity._run_id, TaskIdentity._task_id, TaskIdentity._node_id = saved  # type: ignore[attr-defined]
+pytestmark = pytest.mark.usefixtures("task_identity")
 
 
 class FlakyGrid:

@@ -1,9 +1,11 @@
 """``fedgaze simulate``: the deployed ServerApp and ClientApp code on Flower's simulation engine.
 
 Fast: the spec's refusals and the lazy, deterministic device provisioning. Slow: a real Ray
-simulation of 4 devices for 2 rounds through the command line, whose run folder holds every
-device's own state and ledgers, verifies with ``fedgaze audit verify`` and whose summary says it
-ran on the simulation engine.
+simulation of 6 devices for 2 rounds through the command line, each device sampled with
+probability 0.5 per round and client-level DP on, whose run folder holds every device's own
+state and ledgers, verifies with ``fedgaze audit verify`` (the client-level DP epsilon
+recomputed with the sampling rate) and whose summary says it ran on the simulation engine and
+how many devices each round sampled.
 """
 
 from __future__ import annotations
@@ -32,6 +34,9 @@ from fedgaze.local.simulate import MAX_DEVICES, SimulationSpec, device_node
         ({"devices": 2, "rounds": 0}, "rounds"),
         ({"devices": 2, "epsilon": 0}, "epsilon"),
         ({"devices": 2, "delta": 1.0}, "delta"),
+        ({"devices": 2, "fraction": 0.0}, "fraction"),
+        ({"devices": 2, "fraction": 1.5}, "fraction"),
+        ({"devices": 2, "client_dp_epsilon": -1}, "client_dp_epsilon"),
     ],
 )
 def test_a_bad_spec_is_refused_naming_the_field(
@@ -80,22 +85,29 @@ def test_simulate_runs_the_real_apps_and_verifies(tmp_path: Path) -> None:
     if prefix is None:
         pytest.skip("needs unshare and ip (a loopback-only network namespace) for Ray's servers")
     run_dir = tmp_path / "sim"
-    args = ["simulate", "--devices", "4", "--rounds", "2", "--run-dir", str(run_dir), "--cpus", "2"]
+    args = ["simulate", "--devices", "6", "--rounds", "2", "--run-dir", str(run_dir)]
+    args += ["--cpus", "2", "--fraction", "0.5", "--client-dp-epsilon", "8"]
     cli = [*prefix, sys.executable, "-m", "fedgaze.cli"]
     done = subprocess.run([*cli, *args], capture_output=True, text=True, timeout=240)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
-    assert "round 2:" in done.stdout and "2/2 rounds on 4 simulated devices" in done.stdout
+    assert "round 2:" in done.stdout and "2/2 rounds on 6 simulated devices" in done.stdout
+    assert "client-level DP epsilon 8 per person" in done.stdout
     summary = json.loads((run_dir / "summary.json").read_text())
-    assert summary["engine"] == "simulation" and summary["nodes"] == 4
-    assert summary["rounds_completed"] == 2 and summary["sampled_per_round"] == [4, 4]
+    assert summary["engine"] == "simulation" and summary["nodes"] == 6
+    assert summary["fraction"] == 0.5 and summary["rounds_completed"] == 2
+    sampled = summary["sampled_per_round"]
+    assert len(sampled) == 2 and all(0 <= n <= 6 for n in sampled)
+    assert [r["sampled"] for r in summary["rounds_log"]] == sampled
+    assert summary["client_dp"]["sample_rate"] == 0.5  # the accounting credits the sampling
+    logs = summary["rounds_log"]
+    assert all(r["replies"] == r["sampled"] and r["train_devices"] <= r["sampled"] for r in logs)
+    participated = sum(d["rounds_participated"] for d in summary["devices"])
+    assert participated == sum(r["train_devices"] for r in logs)  # only sampled devices trained
     trained = [d for d in summary["devices"] if d["status"] == "trained"]
-    assert trained and all(0 < d["epsilon"] <= 8.0 for d in trained)
+    assert all(0 < d["epsilon"] <= 8.0 for d in trained)
     for device in trained:  # the device's own state agrees with what the server saw
         assert device["epsilon_device_state"] == pytest.approx(device["epsilon"], rel=1e-9)
-        assert device["rounds_participated"] == 2
-    assert sorted(p.name for p in (run_dir / "devices").iterdir()) == [
-        f"sim-0000{i}" for i in range(4)
-    ]
+    assert len(list((run_dir / "devices").iterdir())) == 6  # every device evaluated at the end
     verify = subprocess.run(
         [sys.executable, "-m", "fedgaze.cli", "audit", "verify", str(run_dir)],
         capture_output=True, text=True, timeout=120,

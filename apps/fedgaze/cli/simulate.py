@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 
 from fedgaze import defaults
-from fedgaze.argtypes import positive_float, positive_int
+from fedgaze.argtypes import fraction, positive_float, positive_int
+
+if TYPE_CHECKING:
+    from fedgaze.federation.settings import ServerSettings
+from fedgaze.federation.settings import ServerSettings
 
 
 def add_parsers(sub: Any) -> None:
@@ -31,10 +35,34 @@ def add_parsers(sub: Any) -> None:
         default=defaults.DEVICE_EPSILON,
         help=f"each device's budget ({defaults.DEVICE_EPSILON:g}); noise calibrated to fit",
     )
+    simulate.add_argument(
+        "--fraction",
+        type=fraction,
+        default=1.0,
+        help="each round, each device takes part with this probability (1)",
+    )
+    simulate.add_argument(
+        "--client-dp-epsilon",
+        type=positive_float,
+        help="client-level DP of the aggregate, epsilon per person (sampling amplification "
+        "credited); default off",
+    )
     simulate.add_argument("--seed", type=int, default=defaults.SEED, help="devices' data, draws")
     simulate.add_argument("--run-dir", type=Path, help="run directory (default: new under ./runs/)")
     simulate.add_argument("--cpus", type=positive_int, help="CPUs for Ray (default: all)")
     simulate.set_defaults(handler=_cmd_simulate)
+
+
+def client_dp_line(settings: ServerSettings) -> str:
+    """ ", client-level DP epsilon E per person after R rounds (...)", or "" when it is off."""
+    spent = settings.client_dp_spent(settings.rounds)
+    if spent is None:
+        return ""
+    return (
+        f", client-level DP epsilon {spent.epsilon:.3g} per person after {settings.rounds} "
+        f"rounds (delta {spent.delta:g}, noise multiplier {spent.noise_multiplier:.3g}, "
+        f"sample rate {spent.sample_rate:g})"
+    )
 
 
 def _cmd_simulate(args: argparse.Namespace, console: Console) -> int:
@@ -46,16 +74,19 @@ def _cmd_simulate(args: argparse.Namespace, console: Console) -> int:
         "rounds": args.rounds,
         "epsilon": args.epsilon,
         "seed": args.seed,
+        "fraction": args.fraction,
+        "client_dp_epsilon": args.client_dp_epsilon,
         "run_dir": args.run_dir or default_run_dir(),
     }
     if args.cpus is not None:
         fields["cpus"] = args.cpus
     spec = SimulationSpec(**fields)
+    settings = spec.settings()
     console.print(
         f"[bold]fedgaze simulate[/bold]: {spec.devices} devices, {spec.rounds} rounds, device "
-        f"budget epsilon={spec.epsilon:g}; run dir {spec.run_dir}"
+        f"budget epsilon={spec.epsilon:g}, fraction {spec.fraction:g} per round"
+        f"{client_dp_line(settings)}; run dir {spec.run_dir}"
     )
-    settings = spec.settings()
     with round_progress(console, settings, "starting the simulation engine") as on_event:
         summary = run_simulation_engine(spec, settings, on_event)
     console.print(

@@ -70,6 +70,8 @@ class FederationOptions:
     max_device_epsilon: float | None = None
     client_dp_epsilon: float | None = None
     client_dp_clip_norm: float = defaults.CLIENT_DP_CLIP_NORM
+    fraction: float = 1.0
+    """Client sampling: each device gets a round's train message with this probability."""
     insecure: bool = False
     """Opt out of TLS and SuperNode authentication (plaintext gRPC/HTTP, any node may join)."""
     aggregation: Aggregation = defaults.AGGREGATION
@@ -85,6 +87,9 @@ class FederationOptions:
     encoder: str = defaults.TEXT_ENCODER
     behaviour_model: Path | None = None
     """Text model: the behaviour model directory whose inference labels what people did not."""
+    warm_trainer: bool = True
+    """One warm trainer answers every device's messages (:func:`launch_federation`); False:
+    each message loads the training stack in its own ClientApp process (benchmarks compare)."""
 
     def settings(self, run_dir: Path, run_key: str, min_nodes: int) -> ServerSettings:
         """The ServerApp's settings of this run (noise multipliers calibrated)."""
@@ -225,7 +230,13 @@ def _run_with_progress(
             run_total=opts.node_wait_timeout + opts.rounds * opts.round_timeout * 2
         )
         return launch_federation(
-            run_dir, settings, nodes, on_event=on_event, limits=limits, secure=not opts.insecure
+            run_dir,
+            settings,
+            nodes,
+            on_event=on_event,
+            limits=limits,
+            secure=not opts.insecure,
+            warm_trainer=opts.warm_trainer,
         )
 
 

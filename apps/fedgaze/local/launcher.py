@@ -9,11 +9,15 @@ would.
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Callable, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
+from tempfile import TemporaryDirectory
 
+from fedgaze.client.trainer_channel import SERVICE_MODULE
 from fedgaze.federation.flower import child_env, supernode_command
 from fedgaze.federation.results import ServerResult
 from fedgaze.federation.rundir import RunLayout
@@ -56,6 +60,7 @@ def launch_federation(
     on_started: Callable[[Supervisor], None] | None = None,
     secure: bool = True,
     fleet_address_for_nodes: Callable[[str], str] | None = None,
+    warm_trainer: bool = True,
 ) -> FederationOutcome:
     """Start SuperLink, one SuperNode per node, run the fedgaze app, and wait for its end.
 
@@ -70,6 +75,12 @@ def launch_federation(
 
     ``fleet_address_for_nodes`` maps the SuperLink's Fleet API address to the one SuperNodes
     are given (the wire test puts a recording proxy in between); default: the same address.
+
+    ``warm_trainer`` (the default) starts one warm trainer for these devices
+    (:mod:`fedgaze.client.trainer_service`, in a fresh private temporary folder) and names it in
+    every node config: the per-message ClientApp processes hand it their messages instead of
+    loading torch and Opacus each, and it answers one at a time, so however many devices share
+    this machine, the CPU work of a round runs one message after another instead of all at once.
     """
     limits = limits or LaunchLimits()
     if len(nodes) < settings.min_nodes:
@@ -83,7 +94,7 @@ def launch_federation(
     key_names = [_key_name(i, node.device_id) for i, node in enumerate(nodes)]
     # A fresh CA, SuperLink certificate and one authentication key pair per device.
     creds = provision_credentials(layout.certs, key_names) if secure else None
-    with Supervisor(layout.logs) as sup:
+    with ExitStack() as stack, Supervisor(layout.logs) as sup:
         superlink, addresses, superlink_argv = start_superlink(
             sup, run_dir, env, creds, limits.superlink_ready
         )
@@ -91,6 +102,13 @@ def launch_federation(
         if creds is not None:
             registered = register_supernodes(
                 sup, env, [creds.device_public_keys[k] for k in key_names]
+            )
+        if warm_trainer:
+            nodes = _with_trainer(
+                sup,
+                nodes,
+                env,
+                Path(stack.enter_context(TemporaryDirectory(prefix="fedgaze-trainer-"))),
             )
         node_ports = free_ports(len(nodes))
         supernodes = []
@@ -123,6 +141,16 @@ def launch_federation(
         node_auth=_uses_node_auth(superlink_argv, supernode_argvs, registered),
         certs_dir=str(creds.directory) if creds is not None else None,
     )
+
+
+def _with_trainer(
+    sup: Supervisor, nodes: Sequence[NodeSettings], env: dict[str, str], folder: Path
+) -> list[NodeSettings]:
+    argv = [sys.executable, "-m", SERVICE_MODULE, "--folder", str(folder)]
+    for node in nodes:
+        argv += ["--device-dir", node.device_dir]
+    sup.start("trainer", argv, env)
+    return [node.model_copy(update={"trainer": str(folder)}) for node in nodes]
 
 
 def _key_name(index: int, device_id: str) -> str:

@@ -3,9 +3,11 @@
 The learning runs through the deployment's own code: the server side is
 :func:`fedgaze.server.app.run_and_report` (the body of the deployed ServerApp, given the
 settings instead of parsing them from a run config), and every device message is answered by the
-deployed ClientApp's own handlers (:mod:`fedgaze.client.app`: ``train``, ``evaluate``, the
-``labels`` query). Only the transport differs: Flower's in-memory grid and Ray actors instead of
-a SuperLink, SuperNodes and a ``flwr-clientapp`` process per message.
+deployed ClientApp's own entry (:func:`fedgaze.client.app.answer`, here with no warm trainer:
+a Ray actor stays loaded between messages anyway, and answers ``train``, ``evaluate`` and the
+``labels`` query with :mod:`fedgaze.client.rounds`). Only the transport differs: Flower's
+in-memory grid and Ray actors instead of a SuperLink, SuperNodes and a ``flwr-clientapp``
+process per message.
 
 Flower gives a simulated node only ``partition-id`` in its node config, so the ClientApp here
 turns that id into the device's :class:`NodeSettings` (:func:`device_node`) before calling the
@@ -54,6 +56,7 @@ from fedgaze.client.device.store import MANIFEST, save_device
 from fedgaze.client.device.store_crypto import KEY_FILE
 from fedgaze.data.synthetic import generate_cohort
 from fedgaze.federation.events import ProgressEvent
+from fedgaze.federation.results import ServerResult
 from fedgaze.federation.rundir import RunLayout
 from fedgaze.federation.settings import NodeSettings, ServerSettings
 from fedgaze.local.demo import FederationOptions
@@ -81,6 +84,11 @@ class SimulationSpec(BaseModel):
     epsilon: float = Field(default=defaults.DEVICE_EPSILON, gt=0, allow_inf_nan=False)
     delta: float = Field(default=defaults.DELTA, gt=0, lt=1)
     seed: int = Field(default=defaults.SEED, ge=0)
+    fraction: float = Field(default=1.0, gt=0, le=1)
+    """Each round, each device is sampled independently with this probability."""
+    client_dp_epsilon: float | None = Field(default=None, gt=0, allow_inf_nan=False)
+    """Client-level DP of the aggregate at this epsilon per person (None: off); its noise is
+    calibrated with the sampling fraction's amplification."""
     run_dir: Path
 
     @field_validator("run_dir")
@@ -91,13 +99,15 @@ class SimulationSpec(BaseModel):
     cpus: int = Field(default=max(1, os.cpu_count() or 1), ge=1)
 
     def settings(self) -> ServerSettings:
-        """The ServerApp's settings: every device in every round, waits scaled to N."""
+        """The ServerApp's settings: devices sampled with ``fraction``, waits scaled to N."""
         options = FederationOptions(
             nodes=self.devices,
             rounds=self.rounds,
             seed=self.seed,
             epsilon_budget=self.epsilon,
             delta=self.delta,
+            fraction=self.fraction,
+            client_dp_epsilon=self.client_dp_epsilon,
             node_wait_timeout=max(60.0, 0.05 * self.devices),
             round_timeout=max(600.0, 2.0 * self.devices),
         )
@@ -149,19 +159,19 @@ client_app = ClientApp()
 @client_app.train()
 def train(msg: Message, context: Context) -> Message:
     """The deployed ClientApp's ``train``, for the simulated device of this node."""
-    return device_app.train(msg, _as_device(context))
+    return device_app.answer(msg, _as_device(context))
 
 
 @client_app.evaluate()
 def evaluate(msg: Message, context: Context) -> Message:
     """The deployed ClientApp's ``evaluate``, for the simulated device of this node."""
-    return device_app.evaluate_global(msg, _as_device(context))
+    return device_app.answer(msg, _as_device(context))
 
 
 @client_app.query("labels")
 def labels(msg: Message, context: Context) -> Message:
     """The deployed ClientApp's ``labels`` query, for the simulated device of this node."""
-    return device_app.labels(msg, _as_device(context))
+    return device_app.answer(msg, _as_device(context))
 
 
 def run_simulation_engine(
@@ -177,7 +187,7 @@ def run_simulation_engine(
     if run_dir.exists() and any(run_dir.iterdir()):
         raise ValueError(f"run directory {run_dir} is not empty; choose a new one")
     run_dir.mkdir(parents=True, exist_ok=True)
-    results: list[Any] = []
+    results: list[ServerResult] = []
     server_app = ServerApp()
 
     @server_app.main()
@@ -231,7 +241,8 @@ def run_simulation_engine(
         "engine": "simulation",
         "transport": "flower simulation engine (in-memory grid, Ray actors)",
         "fleet_api": None,
-        "sampled_per_round": [spec.devices] * summary.rounds_completed,  # no sampling yet
+        "fraction": spec.fraction,
+        "sampled_per_round": [r.sampled for r in results[0].rounds_log],
     }
     write_json_atomic(RunLayout(run_dir).summary, record)
     return summary

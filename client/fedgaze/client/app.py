@@ -1,211 +1,62 @@
-"""The fedgaze ClientApp: everything that happens on a person's device during a round.
+"""The fedgaze ClientApp: the entry Flower runs on a person's device for every message.
 
-Raw traces are read from the device's own storage and turned into features here; only the
-trained weights and the declared metrics go back: the training example count, the DP-SGD
-parameters of the round (noise multiplier, sample rate, steps), delta and the device's
-cumulative epsilon, and the held-out evaluation (count, loss, accuracy, personalized accuracy)
-of the received model (see ``fedgaze.federation.protocol``). The device's personal head
-(:mod:`fedgaze.model.personal`) is fitted and stored here and never sent. The device enforces
-its own privacy budget and persists its accountant history before it replies, so a crash after
-training can only over-count spending, never under-count it; each charge then also gets a signed
-``dp-round`` record in the device's ledger (``fedgaze.ledger.device``), which the reply
-carries.
-
-A labels message (``query.labels``) is answered by :mod:`fedgaze.client.labels`: one
-randomized-response preference bit per comparison, charged and signed like a training round.
-
-While the person has paused the device (``fedgaze client pause``) every message gets a
-``paused`` reply at once: no data is read, nothing is trained, evaluated or charged. Otherwise
-the global model a message carries is kept as ``last_model/`` in the device folder (a model
-directory, with the run and round in its provenance) for ``fedgaze client status``.
+What a device computes for a message (train, evaluate, release labels) is in
+:mod:`fedgaze.client.rounds`; only the trained weights and the declared metrics go back (see
+that module and ``fedgaze.federation.protocol``). Flower 1.39 starts a fresh ``flwr-clientapp``
+process for every message, so this module loads no training stack: when the device's node
+config names a warm trainer (``trainer``, :mod:`fedgaze.client.trainer_service`) the message's
+content goes to it over the authenticated local channel and its reply comes back; when no
+trainer answers there (not started yet, or stopped), or none is configured, this process
+answers the message itself with the same handlers.
 """
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import logging
 from pathlib import Path
 
-import numpy as np
-from flwr.app import ArrayRecord, Context, Message
+from flwr.app import Context, Message
 from flwr.clientapp import ClientApp
 
-from fedgaze.client.device.layout import DeviceLayout
-from fedgaze.client.device.pause import is_paused
-from fedgaze.client.local_rows import LocalRows, behaviour_rows, text_rows
-from fedgaze.features.v2 import FEATURE_SET
-from fedgaze.federation.arrays import from_array_record, to_array_record
-from fedgaze.federation.protocol import (
-    LABELS_ACTION,
-    Charge,
-    HeldOut,
-    Record,
-    ReplyMetrics,
-    ReplyStatus,
-    reply_content,
-)
-from fedgaze.federation.settings import NodeSettings, RoundPlan
-from fedgaze.model.evaluation import evaluate
-from fedgaze.model.personal import fit_personal_head, save_personal_head
-from fedgaze.model.reward import model_from_state, predict_logits
-from fedgaze.model.store import SavedModel, save_model
-from fedgaze.text.features import TEXT_FEATURE_SET
+from fedgaze.client.trainer_channel import TrainerFolder, TrainerUnavailable, call_trainer
+from fedgaze.federation.protocol import LABELS_ACTION
+from fedgaze.federation.settings import NodeSettings
+
+LOG = logging.getLogger(__name__)
 
 app = ClientApp()
 
 
-def _rows(node: NodeSettings, plan: RoundPlan, msg: Message, train: bool = True) -> LocalRows:
-    """This device's rows for the plan's model kind (see :mod:`fedgaze.client.local_rows`);
-    without ``train`` a text model needs only its held-out rows."""
-    if plan.model_kind == "behaviour":
-        return behaviour_rows(node, plan.holdout)
-    behaviour = msg.content.array_records.get(Record.BEHAVIOUR_ARRAYS)
-    state = None if behaviour is None else from_array_record(behaviour)
-    return text_rows(node, plan, state, held_out_only=not train)
+def answer(msg: Message, context: Context) -> Message:
+    """The reply to ``msg``: from the device's warm trainer when one answers, else from here."""
+    node = NodeSettings.from_node_config(context.node_config)
+    message_type = msg.metadata.message_type
+    if node.trainer is not None:
+        try:
+            content = call_trainer(
+                TrainerFolder(Path(node.trainer)), message_type, context.node_config, msg.content
+            )
+            return Message(content, reply_to=msg)
+        except TrainerUnavailable as err:
+            LOG.warning("fedgaze: %s; answering in the ClientApp process", err)
+    from fedgaze.client.rounds import HANDLERS
 
-
-def _reply(msg: Message, node: NodeSettings, status: ReplyStatus, metrics: ReplyMetrics) -> Message:
-    return Message(reply_content(node.device_id, status, metrics), reply_to=msg)
-
-
-def save_last_model(
-    node: NodeSettings, plan: RoundPlan, arrays: ArrayRecord, model_round: int
-) -> None:
-    """Keep the global model a message carried (the model after ``model_round``) as the
-    device's ``last_model/``, replacing the one before atomically."""
-    state = from_array_record(arrays)
-    model = model_from_state(state)
-    save_model(
-        DeviceLayout(Path(node.device_dir)).last_model,
-        SavedModel(
-            state=state,
-            feature_set=FEATURE_SET if plan.model_kind == "behaviour" else TEXT_FEATURE_SET,
-            n_features=model.n_features,
-            hidden=model.hidden,
-            provenance={
-                "run_key": plan.run_key,
-                "round": model_round,
-                "received": datetime.now(UTC).isoformat(timespec="seconds"),
-                "kind": "received",
-            },
-        ),
-    )
-
-
-def _held_out(plan: RoundPlan, node: NodeSettings, arrays: ArrayRecord, rows: LocalRows) -> HeldOut:
-    """Score the received model on this device's later (held-out) comparisons. For the
-    behaviour model also personalized: the personal head is refitted on the earlier ones and
-    kept on the device (the text model has none)."""
-    state = from_array_record(arrays)
-    accuracy_personal = None
-    if plan.model_kind == "behaviour":
-        model = model_from_state(state)
-        head = fit_personal_head(predict_logits(model, rows.train_X), rows.train_X, rows.train_y)
-        save_personal_head(DeviceLayout(Path(node.device_dir)).personal_head, head)
-        if len(rows.test_y):
-            personal = head.adjust(predict_logits(model, rows.test_X), rows.test_X)
-            accuracy_personal = float(np.mean((personal > 0) == (rows.test_y == 1)))
-    if len(rows.test_y) == 0:
-        return HeldOut(examples=0)
-    loss, accuracy, n = evaluate(state, rows.test_X, rows.test_y)
-    return HeldOut(examples=n, loss=loss, accuracy=accuracy, accuracy_personal=accuracy_personal)
+    return Message(HANDLERS[message_type](msg.content, node), reply_to=msg)
 
 
 @app.train()
 def train(msg: Message, context: Context) -> Message:
-    """Score the pushed global model, then train it on this device's data with DP-SGD.
-
-    Training happens only within the device's own budget; a refusal is reported, not hidden.
-    """
-    # Opacus takes seconds to import and every message runs in a fresh process: evaluation
-    # does not need it, so only training pays for it.
-    from fedgaze.ledger.device import sync_ledger
-    from fedgaze.privacy.dp_train import (
-        BudgetExhausted,
-        DPConfig,
-        device_round_seed,
-        train_local,
-    )
-    from fedgaze.privacy.state import PrivacyState, RoundAlreadyCharged
-
-    node = NodeSettings.from_node_config(context.node_config)
-    plan = RoundPlan.from_config(msg.content.config_records[Record.CONFIG])
-    if is_paused(node.device_dir):
-        return _reply(msg, node, ReplyStatus.PAUSED, ReplyMetrics(plan.server_round, 0))
-    arrays = msg.content.array_records[Record.ARRAYS]
-    save_last_model(node, plan, arrays, plan.server_round - 1)
-    rows = _rows(node, plan, msg)
-    held_out = _held_out(plan, node, arrays, rows)
-    path = DeviceLayout(Path(node.device_dir)).privacy_state
-    privacy = PrivacyState.load(path)
-    dp = DPConfig.for_device(plan, node.budget)
-    # Every charge already saved gets its signed record first (a crash may have come between
-    # saving the state and appending the record).
-    sync_ledger(node.device_dir, privacy, dp.budget)
-    idle = ReplyMetrics(
-        server_round=plan.server_round,
-        examples=0,
-        epsilon=privacy.epsilon(dp.delta, dp.accountant),
-        delta=dp.delta,
-        held_out=held_out,
-    )
-    if len(rows.train_y) == 0:
-        return _reply(msg, node, ReplyStatus.NO_DATA, idle)
-    try:
-        result = train_local(
-            from_array_record(arrays),
-            rows.train_X,
-            rows.train_y,
-            dp,
-            privacy,
-            run_id=plan.run_key,
-            round=plan.server_round,
-            seed=device_round_seed(plan.seed, plan.server_round, node.device_id),
-            soft_labels=rows.soft,
-        )
-    except BudgetExhausted:
-        return _reply(msg, node, ReplyStatus.BUDGET_EXHAUSTED, idle)
-    except RoundAlreadyCharged:
-        return _reply(msg, node, ReplyStatus.ROUND_ALREADY_CHARGED, idle)
-    result.new_privacy_state.save(path)
-    record = sync_ledger(node.device_dir, result.new_privacy_state, dp.budget)[
-        (plan.run_key, plan.server_round)
-    ]
-    metrics = ReplyMetrics(
-        server_round=plan.server_round,
-        examples=result.examples,
-        epsilon=result.epsilon,
-        delta=result.delta,
-        charge=Charge(result.steps, result.sample_rate, result.noise_multiplier),
-        held_out=held_out,
-    )
-    return Message(
-        reply_content(
-            node.device_id,
-            ReplyStatus.TRAINED,
-            metrics,
-            to_array_record(result.state),
-            dp_record=record.line(),
-        ),
-        reply_to=msg,
-    )
+    """Score the pushed global model, then train it on this device's data with DP-SGD."""
+    return answer(msg, context)
 
 
 @app.evaluate()
 def evaluate_global(msg: Message, context: Context) -> Message:
     """Score the pushed global model on this device's later (held-out) comparisons."""
-    node = NodeSettings.from_node_config(context.node_config)
-    plan = RoundPlan.from_config(msg.content.config_records[Record.CONFIG])
-    if is_paused(node.device_dir):
-        return _reply(msg, node, ReplyStatus.PAUSED, ReplyMetrics(plan.server_round, 0))
-    arrays = msg.content.array_records[Record.ARRAYS]
-    save_last_model(node, plan, arrays, plan.server_round)
-    held_out = _held_out(plan, node, arrays, _rows(node, plan, msg, train=False))
-    return _reply(msg, node, ReplyStatus.EVALUATED, ReplyMetrics(held_out=held_out))
+    return answer(msg, context)
 
 
 @app.query(LABELS_ACTION)
 def labels(msg: Message, context: Context) -> Message:
     """Release this device's preference labels with label DP (:mod:`fedgaze.client.labels`)."""
-    from fedgaze.client.labels import release
-
-    return release(msg, context)
+    return answer(msg, context)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from flwr.app import Context, Message
+from flwr.app import RecordDict
 
 from fedgaze.client.device.data import load_node_device
 from fedgaze.client.device.layout import DeviceLayout
@@ -34,14 +34,13 @@ from fedgaze.privacy.accounting import BudgetExhausted
 from fedgaze.privacy.state import PrivacyState
 
 
-def release(msg: Message, context: Context) -> Message:
-    """Answer a labels message (see the module docstring)."""
-    node = NodeSettings.from_node_config(context.node_config)
-    plan = LabelPlan.from_config(msg.content.config_records[Record.CONFIG])
+def release(content: RecordDict, node: NodeSettings) -> RecordDict:
+    """The reply content to a labels message's ``content`` (see the module docstring)."""
+    plan = LabelPlan.from_config(content.config_records[Record.CONFIG])
     budget = node.budget
 
-    def reply(status: ReplyStatus, metrics: ReplyMetrics) -> Message:
-        return Message(reply_content(node.device_id, status, metrics), reply_to=msg)
+    def reply(status: ReplyStatus, metrics: ReplyMetrics) -> RecordDict:
+        return reply_content(node.device_id, status, metrics)
 
     if is_paused(node.device_dir):
         return reply(ReplyStatus.PAUSED, ReplyMetrics(plan.server_round, 0))
@@ -54,7 +53,7 @@ def release(msg: Message, context: Context) -> Message:
             privacy,
             device.queries,
             device.calibration,
-            from_array_record(msg.content.array_records[Record.ARRAYS]),
+            from_array_record(content.array_records[Record.ARRAYS]),
             run_id=plan.run_key,
             round=plan.server_round,
             epsilon_label=plan.epsilon_label,
@@ -71,11 +70,11 @@ def release(msg: Message, context: Context) -> Message:
     record = sync_ledger(node.device_dir, outcome.new_state, budget, RecordKind.LABEL_RELEASE)[
         (plan.run_key, plan.server_round)
     ]
-    content = reply_content(
+    released = reply_content(
         node.device_id,
         ReplyStatus.RELEASED,
         ReplyMetrics(plan.server_round, len(outcome.rows), outcome.epsilon, budget.delta),
         dp_record=record.line(),
     )
-    content[Record.LABELS.value] = labels_record(outcome.rows)
-    return Message(content, reply_to=msg)
+    released[Record.LABELS.value] = labels_record(outcome.rows)
+    return released

@@ -16,10 +16,12 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
 
 from fedgaze.client.device.data import load_node_device
+from fedgaze.client.device.store import MANIFEST
 from fedgaze.data.schema import Device, Query
 from fedgaze.data.split import chronological_split
 from fedgaze.features.v2 import featurize
@@ -37,9 +39,29 @@ class LocalRows:
     soft: bool = False
 
 
+Stamp = tuple[int, int, int] | None
+
+
+def _stamp(node: NodeSettings) -> Stamp:
+    """Changes whenever the device's data may have: a store's manifest is replaced atomically on
+    every save (new inode), so its inode, size and mtime identify one version of the store."""
+    if node.data_format != "store":
+        return None
+    try:
+        st = (Path(node.data) / MANIFEST).stat()
+    except FileNotFoundError:
+        return None
+    return (st.st_ino, st.st_size, st.st_mtime_ns)
+
+
 @lru_cache(maxsize=4)
-def _device(node: NodeSettings) -> Device:
+def _load(node: NodeSettings, stamp: Stamp) -> Device:
     return load_node_device(node)
+
+
+def _device(node: NodeSettings) -> Device:
+    """The device's data, loaded once per version of its store (a warm trainer keeps it)."""
+    return _load(node, _stamp(node))
 
 
 def _split(node: NodeSettings, holdout: float) -> tuple[list[Query], list[Query]]:
@@ -47,12 +69,17 @@ def _split(node: NodeSettings, holdout: float) -> tuple[list[Query], list[Query]
 
 
 @lru_cache(maxsize=8)
-def behaviour_rows(node: NodeSettings, holdout: float) -> LocalRows:
-    """The behaviour model's rows: v2 features of the earlier and later labelled comparisons."""
+def _behaviour_rows(node: NodeSettings, holdout: float, stamp: Stamp) -> LocalRows:
     train, test = _split(node, holdout)
     calibration = _device(node).calibration
     train_fm, test_fm = featurize(train, calibration), featurize(test, calibration)
     return LocalRows(train_fm.X, train_fm.y, test_fm.X, test_fm.y)
+
+
+def behaviour_rows(node: NodeSettings, holdout: float) -> LocalRows:
+    """The behaviour model's rows: v2 features of the earlier and later labelled comparisons
+    (featurized once per version of the device's store)."""
+    return _behaviour_rows(node, holdout, _stamp(node))
 
 
 def _text_matrix(encoder: str, queries: Sequence[Query]) -> np.ndarray:

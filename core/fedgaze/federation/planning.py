@@ -53,7 +53,10 @@ def plan_settings(
     if client_dp_epsilon is not None:
         client_delta = float(fields.get("client_dp_delta", defaults.DELTA))
         fields["client_dp_noise_multiplier"] = calibrate_central_noise(
-            client_dp_epsilon, sample_rate=1.0, rounds=rounds, delta=client_delta
+            client_dp_epsilon,
+            sample_rate=float(fields.get("fraction", 1.0)),
+            rounds=rounds,
+            delta=client_delta,
         )
         fields["client_dp_clip_norm"] = client_dp_clip_norm
     try:

@@ -93,10 +93,13 @@ class RoundLog:
     failures: tuple[str, ...] = ()
     refused: tuple[RefusedUpdate, ...] = ()
     seconds: float = 0.0
+    sampled: int | None = None
+    """Devices sent the round's train message (client sampling; None in records before it)."""
 
     def to_json(self) -> JsonDict:
         return {
             "round": self.round,
+            "sampled": self.sampled,
             "train_devices": self.train_devices,
             "train_examples": self.train_examples,
             "replies": self.replies,
@@ -115,6 +118,7 @@ class RoundLog:
             failures=tuple(str(f) for f in data.get("failures") or ()),
             refused=tuple(RefusedUpdate.from_json(r) for r in data.get("refused") or ()),
             seconds=float(data.get("seconds", 0.0)),
+            sampled=None if data.get("sampled") is None else int(data["sampled"]),
         )
 
 

@@ -63,6 +63,9 @@ class NodeSettings(_Frozen):
     """The device store's key file (None: ``store.key`` next to the store folder)."""
     epsilon_budget: float = Field(gt=0)
     delta: float = Field(gt=0, lt=1)
+    trainer: str | None = None
+    """The folder of the device's warm trainer (socket and key); None: every message is
+    answered in its own ClientApp process."""
 
     @property
     def budget(self) -> DeviceBudget:
@@ -174,7 +177,11 @@ class ServerSettings(TrainingPlan):
     client_dp_delta: float = Field(default=defaults.DELTA, gt=0, lt=1)
     """Client-level DP of the aggregate (both set: on; see :mod:`fedgaze.privacy.central`):
     every update's change is clipped to ``client_dp_clip_norm`` and the sum gets Gaussian noise
-    of ``client_dp_noise_multiplier`` times that norm; every device takes part every round."""
+    of ``client_dp_noise_multiplier`` times that norm; each device takes part in a round with
+    probability ``fraction`` (Poisson sampling, which the accounting credits)."""
+    fraction: float = Field(default=1.0, gt=0, le=1)
+    """Client sampling: each round, every connected device is sent the train message
+    independently with probability ``fraction``, drawn from OS entropy (1: every device)."""
     aggregation: Aggregation = defaults.AGGREGATION
     """How accepted updates are combined (see :mod:`fedgaze.server.aggregate`): FedAvg weighted
     by examples, or the coordinate-wise trimmed mean or median (unweighted, robust to a minority
@@ -230,7 +237,8 @@ class ServerSettings(TrainingPlan):
 
     def client_dp_spent(self, rounds: int) -> ClientDPSpend | None:
         """Client-level DP parameters and the epsilon per person after ``rounds`` noised
-        aggregations (every device in every round: sample rate 1); None when it is off."""
+        aggregations, each device sampled with probability ``fraction`` per round; None when
+        it is off."""
         if self.client_dp_noise_multiplier is None or self.client_dp_clip_norm is None:
             return None
         from fedgaze.privacy.central import central_epsilon
@@ -238,11 +246,11 @@ class ServerSettings(TrainingPlan):
         return ClientDPSpend(
             noise_multiplier=self.client_dp_noise_multiplier,
             clip_norm=self.client_dp_clip_norm,
-            sample_rate=1.0,
+            sample_rate=self.fraction,
             delta=self.client_dp_delta,
             epsilon=central_epsilon(
                 self.client_dp_noise_multiplier,
-                sample_rate=1.0,
+                sample_rate=self.fraction,
                 rounds=rounds,
                 delta=self.client_dp_delta,
             ),

@@ -130,10 +130,11 @@ def check_start(run_dir: str | Path, recorded: LedgerProgress, settings: ServerS
 class CentralRound:
     """A round's client-level DP, as the ``central_dp`` of its ``server-round`` record: the
     parameters and epsilon so far, the expected device count (the fixed denominator), and how
-    many of the ``updates`` had to be clipped."""
+    many of the ``updates`` had to be clipped. With client sampling the denominator is the
+    sampling fraction times the devices connected at the start."""
 
     spend: ClientDPSpend
-    expected_devices: int
+    expected_devices: float
     clipped: int
     updates: int
 

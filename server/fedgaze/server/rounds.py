@@ -1,6 +1,7 @@
 """The federation's rounds: push the model, admit updates, aggregate, commit, evaluate.
 
-Every round the current global model is pushed to every connected device; each first scores it
+Every round the current global model is pushed to every connected device (or, with client
+sampling, to each one independently with probability ``fraction``); each first scores it
 on its held-out (later) comparisons, then trains locally with DP-SGD from it and replies with
 its new weights, its cumulative epsilon and that score. The server admits updates
 (:mod:`fedgaze.server.admission`), combines them with FedAvg weighted by examples (or the
@@ -12,9 +13,10 @@ one evaluate message scores the final model.
 
 from __future__ import annotations
 
+import random
 import secrets
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -45,7 +47,7 @@ from fedgaze.server.checkpoints import (
     start_or_resume,
     write_checkpoint,
 )
-from fedgaze.server.exchange import exchange, round_messages, wait_for_nodes
+from fedgaze.server.exchange import Exchange, exchange, round_messages, wait_for_nodes
 from fedgaze.server.labels import run_labels_round
 from fedgaze.server.ledger import CentralRound, RoundBook, ServerLedger, ledger_progress
 from fedgaze.server.progress import emit
@@ -73,14 +75,24 @@ def evaluation(
     )
 
 
+def sample_nodes(nodes: Sequence[int], fraction: float, rng: random.Random) -> list[int]:
+    """Poisson sampling: each of ``nodes`` independently with probability ``fraction`` (all of
+    them at 1). Client-level DP's amplification assumes exactly this, with ``rng`` secret."""
+    if fraction >= 1.0:
+        return list(nodes)
+    return [n for n in nodes if rng.random() < fraction]
+
+
 def _client_dp_aggregate(
     state: ModelState,
     updates: list[tuple[ModelState, int]],
     settings: ServerSettings,
-    expected: int,
+    expected: float,
     rnd: int,
 ) -> tuple[ModelState, CentralRound]:
-    """DP-FedAvg with a secret noise seed; returns the new state and the round's DP record."""
+    """DP-FedAvg with a secret noise seed; returns the new state and the round's DP record.
+    The noise is added even when no update came (an empty sample too): whether a round
+    changed the model must not tell who took part."""
     spent = settings.client_dp_spent(rnd)
     assert spent is not None
     new, norms = dp_fedavg(
@@ -143,27 +155,30 @@ def run_round(
     ledger: ServerLedger,
     progress: RunProgress,
 ) -> None:
-    """Round ``rnd``: train on every device, admit, aggregate, then commit it (``progress``)."""
+    """Round ``rnd``: train on the sampled devices (``expected``: those connected at the start),
+    admit, aggregate, then commit it (``progress``)."""
     run_dir = Path(settings.run_dir)
     t0 = time.monotonic()
     plan = settings.plan(rnd)
     state = progress.state
+    sampled = sample_nodes(sorted(grid.get_node_ids()), settings.fraction, random.SystemRandom())
     messages = round_messages(
-        sorted(grid.get_node_ids()),
+        sampled,
         state,
         plan,
         MessageType.TRAIN,
         rnd,
         behaviour=behaviour_state(settings),
     )
-    outcome = exchange(grid, messages, settings.round_timeout)
+    outcome = exchange(grid, messages, settings.round_timeout) if messages else Exchange([], [])
     progress.evaluations.append(evaluation((r for r, _ in outcome.reports), rnd - 1))
     emit(run_dir, Evaluated(progress.evaluations[-1]))
     book = RoundBook()
     updates = accept_updates(outcome.reports, state, plan, book, ledger, settings, progress.devices)
     central = None
-    if updates and settings.client_dp:
-        state, central = _client_dp_aggregate(state, updates, settings, expected, rnd)
+    if settings.client_dp:
+        denominator = settings.fraction * expected
+        state, central = _client_dp_aggregate(state, updates, settings, denominator, rnd)
     elif updates:
         state = aggregate(updates, settings.aggregation, settings.trim_fraction)
     progress.state = state
@@ -178,6 +193,7 @@ def run_round(
             failures=tuple(outcome.failures),
             refused=tuple(RefusedUpdate(r.device_id, r.device, r.reason) for r in book.refused),
             seconds=round(time.monotonic() - t0, 3),
+            sampled=len(sampled),
         )
     )
     # The checkpoint first, then the ledger record that commits the round: a crash

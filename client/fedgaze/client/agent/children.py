@@ -1,10 +1,12 @@
-"""The client agent's children, built from its config: the Flower SuperNode and the capture service.
+"""The client agent's children, built from its config: SuperNode, warm trainer, capture service.
 
 The SuperNode connects out to the operator's SuperLink with TLS verified against the
 federation's CA and authenticates with the device's own key; its node config points at the
-device's encrypted store and carries the device's own budget (:class:`NodeSettings`). The
-capture service serves the local capture page on loopback and writes into the same store; it is
-started only when the config names where answers come from (``[capture.answers]``).
+device's encrypted store and carries the device's own budget (:class:`NodeSettings`), and names
+the warm trainer (:mod:`fedgaze.client.trainer_service`) that answers its messages with the
+training stack already loaded. The capture service serves the local capture page on loopback
+and writes into the same store; it is started only when the config names where answers come
+from (``[capture.answers]``).
 """
 
 from __future__ import annotations
@@ -14,11 +16,13 @@ import sys
 
 from fedgaze.client.agent.config import ClientConfig, OpenAIAnswers, ReplayAnswers
 from fedgaze.client.agent.supervisor import ChildSpec
+from fedgaze.client.trainer_channel import SERVICE_MODULE
 from fedgaze.federation.flower import child_env, supernode_command
 
 CAPTURE_MODULE = "fedgaze.client.capture.web"
 SUPERNODE = "supernode"
 CAPTURE = "capture"
+TRAINER = "trainer"
 
 
 def _answers_args(answers: ReplayAnswers | OpenAIAnswers) -> list[str]:
@@ -93,11 +97,24 @@ def check_ready(config: ClientConfig) -> None:
         raise ValueError(f"[capture.answers] is set but {CAPTURE_MODULE} is not installed")
 
 
+def trainer_argv(config: ClientConfig) -> list[str] | None:
+    """The warm trainer's argv (serving this device only), or None where it cannot listen."""
+    if not config.warm_trainer:
+        return None
+    layout = config.layout
+    folder, device = str(layout.trainer), str(layout.root)
+    return [sys.executable, "-m", SERVICE_MODULE, "--folder", folder, "--device-dir", device]
+
+
 def agent_children(config: ClientConfig) -> list[ChildSpec]:
-    """Every child of the agent of ``config`` (the SuperNode; the capture service if set)."""
+    """Every child of the agent of ``config``: the SuperNode, the warm trainer (unless the
+    device folder's path is too long for its socket), the capture service if set."""
     check_ready(config)
     env = child_env(config.layout.flwr_home)
     specs = [ChildSpec(SUPERNODE, tuple(supernode_argv(config)), env)]
+    trainer = trainer_argv(config)
+    if trainer is not None:
+        specs.append(ChildSpec(TRAINER, tuple(trainer), env))
     capture = capture_argv(config)
     if capture is not None:
         specs.append(ChildSpec(CAPTURE, tuple(capture), env))

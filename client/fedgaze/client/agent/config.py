@@ -44,6 +44,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from fedgaze.atomic import write_bytes_atomic
 from fedgaze.client.device.layout import DeviceLayout
+from fedgaze.client.trainer_channel import TrainerFolder
 from fedgaze.federation.settings import NodeSettings
 from fedgaze.security.certs import check_device_id
 
@@ -174,7 +175,13 @@ class ClientConfig(_Frozen):
             store_key=str(self.layout.store_key),
             epsilon_budget=self.epsilon_budget,
             delta=self.delta,
+            trainer=str(self.layout.trainer) if self.warm_trainer else None,
         )
+
+    @property
+    def warm_trainer(self) -> bool:
+        """Whether the agent runs a warm trainer: only where its socket path fits."""
+        return TrainerFolder(self.layout.trainer).fits()
 
 
 def default_config_path() -> Path:

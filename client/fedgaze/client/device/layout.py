@@ -26,6 +26,7 @@ FLWR_HOME_DIR = "flwr_home"
 CAPTURE_READY_FILE = "capture_ready.json"
 PRIVACY_STATE_FILE = "privacy_state.json"
 PERSONAL_HEAD_FILE = "personal_head.json"
+TRAINER_DIR = "trainer"
 
 
 @dataclass(frozen=True)
@@ -109,6 +110,11 @@ class DeviceLayout:
     def capture_ready(self) -> Path:
         """Written by the running capture service: its URL, port, pid and token (0600)."""
         return self.root / CAPTURE_READY_FILE
+
+    @property
+    def trainer(self) -> Path:
+        """The warm trainer's private folder: its socket and key while it runs."""
+        return self.root / TRAINER_DIR
 
     @property
     def paused(self) -> Path:
