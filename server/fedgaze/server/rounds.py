@@ -8,7 +8,8 @@ its new weights, its cumulative epsilon and that score. The server admits update
 trimmed mean / median, or DP-FedAvg: :mod:`fedgaze.server.aggregate`), and commits a checkpoint,
 then the round's ledger record, then a progress event. After the last round, when the run
 asks for preference labels, a labels round collects them (:mod:`fedgaze.server.labels`); then
-one evaluate message scores the final model.
+one evaluate message scores the final model (on every device, or on a sample drawn like a
+round's).
 """
 
 from __future__ import annotations
@@ -210,9 +211,8 @@ def finish(grid: Grid, settings: ServerSettings, nodes: int, progress: RunProgre
     """Score the final model on every device, then write it and the run's result."""
     layout = RunLayout(Path(settings.run_dir))
     plan = settings.plan(settings.rounds)
-    messages = round_messages(
-        sorted(grid.get_node_ids()), progress.state, plan, MessageType.EVALUATE, settings.rounds
-    )
+    scorers = sample_nodes(sorted(grid.get_node_ids()), settings.fraction, random.SystemRandom())
+    messages = round_messages(scorers, progress.state, plan, MessageType.EVALUATE, settings.rounds)
     final = exchange(grid, messages, settings.round_timeout)
     last = evaluation((r for r, _ in final.reports), settings.rounds, final.failures)
     emit(layout.root, Evaluated(last))
