@@ -241,14 +241,8 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="fgs-") as tmp:
         result["split"] = measure_split(args.split_devices, Path(tmp))
         result["scale"] = [run_scale(n, f, args.cpus, Path(tmp)) for n, f in configs]
-    publish(
-        render(result),
-        result,
-        markdown=args.out,
-        json_path=args.json,
-        marker=MARKER,
-        heading=HEADING,
-    )
+    where = {"markdown": args.out, "json_path": args.json}
+    publish(render(result), result, **where, marker=MARKER, heading=HEADING)
     return 0
 
 
