@@ -5,16 +5,21 @@ simulation of 6 devices for 2 rounds through the command line, each device sampl
 probability 0.5 per round and client-level DP on, whose run folder holds every device's own
 state and ledgers, verifies with ``fedgaze audit verify`` (the client-level DP epsilon
 recomputed with the sampling rate) and whose summary says it ran on the simulation engine and
-how many devices each round sampled.
+how many devices each round sampled; and Ctrl-C during a run stops it within the run, and
+Ray's servers, its actors and every other child with it.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -76,14 +81,29 @@ def _loopback_only() -> list[str] | None:
     )
 
 
-@pytest.mark.slow
-@pytest.mark.integration
-@pytest.mark.timeout(300)
-@pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="needs flwr[simulation]")
-def test_simulate_runs_the_real_apps_and_verifies(tmp_path: Path) -> None:
-    prefix = _loopback_only()
-    if prefix is None:
+@pytest.fixture
+def prefix() -> list[str]:
+    """The loopback-only namespace prefix; the test is skipped where none can be made."""
+    found = _loopback_only()
+    if found is None:
         pytest.skip("needs unshare and ip (a loopback-only network namespace) for Ray's servers")
+    return found
+
+
+def engine_run(test: Callable[..., None]) -> Callable[..., None]:
+    """Marks a test that runs ``fedgaze simulate`` on Ray (slow; needs flwr[simulation])."""
+    for mark in (
+        pytest.mark.slow,
+        pytest.mark.integration,
+        pytest.mark.timeout(300),
+        pytest.mark.skipif(not importlib.util.find_spec("ray"), reason="needs flwr[simulation]"),
+    ):
+        test = mark(test)
+    return test
+
+
+@engine_run
+def test_simulate_runs_the_real_apps_and_verifies(tmp_path: Path, prefix: list[str]) -> None:
     run_dir = tmp_path / "sim"
     args = ["simulate", "--devices", "6", "--rounds", "2", "--run-dir", str(run_dir)]
     args += ["--cpus", "2", "--fraction", "0.5", "--client-dp-epsilon", "8"]
@@ -118,3 +138,56 @@ def test_simulate_runs_the_real_apps_and_verifies(tmp_path: Path) -> None:
     assert verify.returncode == 0 and "every record holds" in verify.stdout
     again = subprocess.run([*cli, *args], capture_output=True, text=True, timeout=120)
     assert again.returncode == 2 and "is not empty" in again.stderr  # nothing is mixed
+
+
+def _tree(root: int) -> set[int]:
+    """``root`` and every descendant alive now (from /proc)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except OSError:
+                continue
+            children.setdefault(parent, []).append(int(entry.name))
+    found, todo = set(), [root]
+    while todo:
+        pid = todo.pop()
+        found.add(pid)
+        todo += children.get(pid, [])
+    return found
+
+
+@engine_run
+def test_ctrl_c_stops_the_simulation_and_every_process(tmp_path: Path, prefix: list[str]) -> None:
+    run_dir = tmp_path / "sim"
+    args = ["simulate", "--devices", "4", "--rounds", "200", "--run-dir", str(run_dir)]
+    proc = subprocess.Popen(
+        [*prefix, sys.executable, "-m", "fedgaze.cli", *args, "--cpus", "2"],
+        start_new_session=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    seen: set[int] = set()
+    progress = run_dir / "progress.jsonl"
+    deadline = time.monotonic() + 180
+    try:
+        while not (progress.exists() and '"event": "round"' in progress.read_text()):
+            assert proc.poll() is None and time.monotonic() < deadline, "no round started"
+            seen |= _tree(proc.pid)
+            time.sleep(0.2)
+        seen |= _tree(proc.pid)
+        os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
+        output, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+    assert proc.returncode == 130 and "interrupted" in output, output[-2000:]
+    rounds = progress.read_text().count('"event": "round"')
+    assert rounds < 200  # stopped within the run, not after it
+    time.sleep(2)
+    assert len(seen) > 3  # Ray's servers and actors were among the children
+    alive = [p for p in seen if Path(f"/proc/{p}").exists()]
+    assert alive == [], [Path(f"/proc/{p}/cmdline").read_bytes() for p in alive]

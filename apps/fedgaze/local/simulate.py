@@ -36,12 +36,14 @@ import dataclasses
 import json
 import logging
 import os
+import signal
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 from flwr.app import ConfigRecordValues, Context, Message
@@ -180,6 +182,60 @@ def labels(msg: Message, context: Context) -> Message:
     return device_app.answer(msg, _as_device(context))
 
 
+class SimulationInterrupted(RuntimeError):
+    """The person stopped the simulation (Ctrl-C)."""
+
+
+class StoppableGrid:
+    """The engine's grid, refusing every call once ``stop`` is set. Flower runs the ServerApp
+    in a thread that Python cannot kill and waits for it at exit; refusing its next grid call
+    (within one poll) ends it, at a point where a kill would be as safe."""
+
+    def __init__(self, grid: Grid, stop: threading.Event) -> None:
+        self._grid, self._stop = grid, stop
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._grid, name)
+        if not callable(attr):
+            return attr
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            if self._stop.is_set():
+                raise SimulationInterrupted("the simulation was interrupted")
+            return attr(*args, **kwargs)
+
+        return call
+
+
+@contextmanager
+def _signals_set(event: threading.Event) -> Iterator[None]:
+    """Set ``event`` the moment SIGINT or SIGTERM arrives. While the engine runs, Flower's main
+    thread waits in calls that run no Python signal handler until the ServerApp thread ends
+    (Ctrl-C would wait for the whole run), so a thread reads the signal from the wakeup fd
+    that Python's C-level handler writes to at once."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    read, write = os.pipe()
+    os.set_blocking(write, False)
+    previous = signal.set_wakeup_fd(write)
+
+    def watch() -> None:
+        while chunk := os.read(read, 64):
+            if {signal.SIGINT, signal.SIGTERM} & set(chunk):
+                event.set()
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    try:
+        yield
+    finally:
+        signal.set_wakeup_fd(previous)
+        os.close(write)
+        watcher.join(timeout=5)
+        os.close(read)
+
+
 def run_simulation_engine(
     spec: SimulationSpec,
     settings: ServerSettings,
@@ -195,10 +251,11 @@ def run_simulation_engine(
     run_dir.mkdir(parents=True, exist_ok=True)
     results: list[ServerResult] = []
     server_app = ServerApp()
+    interrupted = threading.Event()
 
     @server_app.main()
     def main(grid: Grid, context: Context) -> None:
-        results.append(run_and_report(grid, settings))
+        results.append(run_and_report(cast(Grid, StoppableGrid(grid, interrupted)), settings))
 
     env = {ENV: json.dumps(spec.device_env()), "FLWR_TELEMETRY_ENABLED": "0"}
     env |= {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONDONTWRITEBYTECODE": "1"}
@@ -223,7 +280,10 @@ def run_simulation_engine(
     t0 = time.monotonic()
     follower.start()
     try:
-        run_simulation(server_app, client_app, num_supernodes=spec.devices, backend_config=backend)
+        with _signals_set(interrupted):
+            run_simulation(
+                server_app, client_app, num_supernodes=spec.devices, backend_config=backend
+            )
     finally:
         stop.set()
         follower.join(timeout=5)
