@@ -40,6 +40,7 @@ from typing import Any
 from flwr.supercore.task_identity import TaskIdentity
 
 from _results import publish
+from fedgaze.processes import descendants
 
 ROOT = Path(__file__).resolve().parents[1]
 MARKER = "scale"
@@ -50,22 +51,13 @@ TARGETS = "10,000 devices in one round in at most 120 s; at most 8 GiB; at most 
 
 def _tree_rss(root: int) -> int:
     """Bytes of RSS of ``root`` and every descendant (from /proc)."""
-    children: dict[int, list[int]] = defaultdict(list)
-    rss: dict[int, int] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
+    total = 0
+    for pid in (root, *descendants(root)):
         try:
-            stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        children[int(stat[1])].append(int(entry.name))
-        rss[int(entry.name)] = int(stat[21]) * PAGE
-    total, todo = 0, [root]
-    while todo:
-        pid = todo.pop()
-        total += rss.get(pid, 0)
-        todo += children.get(pid, [])
+        total += int(stat[21]) * PAGE
     return total
 
 

@@ -29,6 +29,7 @@ from fedgaze.client.capture.fold import fingerprint
 from fedgaze.client.device.store import load_device
 from fedgaze.federation.settings import NodeSettings
 from fedgaze.local.simulate import MAX_DEVICES, SimulationSpec, device_node
+from fedgaze.processes import descendants
 
 
 @pytest.mark.parametrize(
@@ -140,24 +141,6 @@ def test_simulate_runs_the_real_apps_and_verifies(tmp_path: Path, prefix: list[s
     assert again.returncode == 2 and "is not empty" in again.stderr  # nothing is mixed
 
 
-def _tree(root: int) -> set[int]:
-    """``root`` and every descendant alive now (from /proc)."""
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except OSError:
-                continue
-            children.setdefault(parent, []).append(int(entry.name))
-    found, todo = set(), [root]
-    while todo:
-        pid = todo.pop()
-        found.add(pid)
-        todo += children.get(pid, [])
-    return found
-
-
 @engine_run
 def test_ctrl_c_stops_the_simulation_and_every_process(tmp_path: Path, prefix: list[str]) -> None:
     run_dir = tmp_path / "sim"
@@ -175,9 +158,9 @@ def test_ctrl_c_stops_the_simulation_and_every_process(tmp_path: Path, prefix: l
     try:
         while not (progress.exists() and '"event": "round"' in progress.read_text()):
             assert proc.poll() is None and time.monotonic() < deadline, "no round started"
-            seen |= _tree(proc.pid)
+            seen |= {proc.pid, *descendants(proc.pid)}
             time.sleep(0.2)
-        seen |= _tree(proc.pid)
+        seen |= {proc.pid, *descendants(proc.pid)}
         os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
         output, _ = proc.communicate(timeout=60)
     finally:
