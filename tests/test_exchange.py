@@ -1,5 +1,6 @@
 """The server's push/pull exchange: a device whose connection dropped gets the message again
-when it is back (as after a SuperLink restart), within the round's timeout."""
+when it is back (as after a SuperLink restart), within the round's timeout; an error reply
+becomes one line naming its root cause."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from flwr.app import ConfigRecord, Error, Message, RecordDict
 from flwr.common.constant import ErrorCode
 
 from fedgaze.federation import protocol
-from fedgaze.server.exchange import exchange
+from fedgaze.server.exchange import brief_reason, exchange
 
 pytestmark = pytest.mark.usefixtures("task_identity")
 
@@ -88,3 +89,31 @@ def test_a_node_that_stays_away_fails_at_the_timeout() -> None:
     assert [r.device_id for r, _ in outcome.reports] == ["d1"]
     assert len(outcome.failures) == 1
     assert outcome.failures[0].startswith("node 2: Node Unavailable (not back within")
+
+
+SIMULATION_REASON = (
+    "<class 'ray.exceptions.RayTaskError(ClientAppException)'>:<'\x1b[36mray::ClientAppActor.run()"
+    '\x1b[39m (pid=1)\n  File "rounds.py", line 124, in train\n    rows = _rows(node)\n'
+    "fedgaze.client.device.store.StoreError: /run/devices/sim-00001/store.key: key missing\n\n"
+    "The above exception was the direct cause of the following exception:\n\n"
+    "flwr.clientapp.client_app.ClientAppException: \n"
+    "Exception ClientAppException occurred. Message: /run/devices/sim-00001/store.key: "
+    "key missing'>"
+)
+
+
+@pytest.mark.parametrize(
+    ("reason", "brief"),
+    [
+        (SIMULATION_REASON, "StoreError: /run/devices/sim-00001/store.key: key missing"),
+        (
+            "<class 'flwr.clientapp.client_app.ClientAppException'>:<'\n"
+            "Exception ClientAppException occurred. Message: bad input'>",
+            "ClientApp raised: bad input",
+        ),
+        ("Node Unavailable", "Node Unavailable"),
+        ("x" * 900, "x" * 500),
+    ],
+)
+def test_an_error_reason_becomes_one_line_naming_the_root_cause(reason: str, brief: str) -> None:
+    assert brief_reason(reason) == brief

@@ -22,13 +22,22 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pytest
 from pydantic import ValidationError
 
 from fedgaze.client.capture.fold import fingerprint
+from fedgaze.client.device.layout import DeviceLayout
 from fedgaze.client.device.store import load_device
-from fedgaze.federation.settings import NodeSettings
-from fedgaze.local.simulate import MAX_DEVICES, SimulationSpec, device_node
+from fedgaze.client.local_rows import behaviour_rows
+from fedgaze.federation.rundir import RunLayout
+from fedgaze.federation.settings import NodeSettings, ServerSettings
+from fedgaze.ledger.contract import RecordKind
+from fedgaze.ledger.records import verify_sqlite
+from fedgaze.local.simulate import MAX_DEVICES, SimulationSpec, device_node, node_settings
+from fedgaze.local.simulation import DeviceRows, SimulationPlan, simulate_federation
+from fedgaze.model.store import load_model
+from fedgaze.privacy.state import PrivacyState, RoundAlreadyCharged
 from fedgaze.processes import descendants
 
 
@@ -174,3 +183,101 @@ def test_ctrl_c_stops_the_simulation_and_every_process(tmp_path: Path, prefix: l
     assert len(seen) > 3  # Ray's servers and actors were among the children
     alive = [p for p in seen if Path(f"/proc/{p}").exists()]
     assert alive == [], [Path(f"/proc/{p}/cmdline").read_bytes() for p in alive]
+
+
+RAISING_DEVICE = """
+import sys
+from pathlib import Path
+from fedgaze.cli.main import main
+from fedgaze.local import simulate
+
+real = simulate.run_and_report
+
+def broken_first(grid, settings):
+    store = Path(settings.run_dir) / "devices" / "sim-00001" / "store"
+    store.mkdir(parents=True)
+    (store / simulate.MANIFEST).write_bytes(b"not a store")  # device 1 raises on every message
+    return real(grid, settings)
+
+simulate.run_and_report = broken_first
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@engine_run
+def test_a_device_that_raises_is_a_named_failure_not_a_crashed_run(
+    tmp_path: Path, prefix: list[str]
+) -> None:
+    run_dir = tmp_path / "sim"
+    args = ["simulate", "--devices", "3", "--rounds", "1", "--run-dir", str(run_dir)]
+    done = subprocess.run(
+        [*prefix, sys.executable, "-c", RAISING_DEVICE, *args, "--cpus", "2"],
+        capture_output=True, text=True, timeout=240,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["rounds_completed"] == 1
+    (round_1,) = summary["rounds_log"]
+    (failure,) = round_1["failures"]
+    assert "sim-00001" in failure and "StoreError" in failure, failure  # which device, and why
+    assert round_1["replies"] == 2
+    assert {d["device_id"] for d in summary["devices"] if d["rounds_participated"]} <= {
+        "sim-00000",
+        "sim-00002",
+    }
+
+
+@engine_run
+def test_the_in_process_loop_computes_bit_for_bit_what_the_simulated_apps_did(
+    tmp_path: Path, prefix: list[str]
+) -> None:
+    """The benchmarks' in-process loop (``fedgaze.local.simulation``) replays a ``fedgaze
+    simulate`` run: every device round with the noise seed the device recorded, refused unless
+    its starting global model, rows and settings are the real round's, and its output the
+    weights the device sent; the loop's final model is then the run's final model."""
+    run_dir = tmp_path / "sim"
+    args = ["simulate", "--devices", "5", "--rounds", "3", "--epsilon", "8", "--run-dir"]
+    done = subprocess.run(
+        [*prefix, sys.executable, "-m", "fedgaze.cli", *args, str(run_dir), "--cpus", "2"],
+        capture_output=True, text=True, timeout=240,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    ledger = verify_sqlite(RunLayout(run_dir).server_ledger)
+    (start,) = [r.body for r in ledger.records if r.kind == RecordKind.RUN_START]
+    settings = ServerSettings(**start["settings"])
+    env = {"run_dir": str(run_dir), "seed": settings.seed, "epsilon": 8.0, "delta": 1e-5}
+    rows, recorded = [], {}
+    for node in (node_settings(i, env) for i in range(5)):
+        local = behaviour_rows(node, settings.holdout)
+        rows.append(DeviceRows(node.device_id, local.train_X, local.train_y))
+        recorded[node.device_id] = PrivacyState.load(
+            DeviceLayout(Path(node.device_dir)).privacy_state
+        )
+    plan = SimulationPlan(
+        mode="device_dp",
+        device_epsilon=8.0,
+        delta=1e-5,
+        run_key=settings.run_key,
+        **settings.model_dump(
+            include={
+                "rounds",
+                "hidden",
+                "seed",
+                "max_grad_norm",
+                "batch_size",
+                "local_epochs",
+                "lr",
+            }
+        ),
+    )
+    result = simulate_federation(rows, plan, recorded)
+    summary = json.loads((run_dir / "summary.json").read_text())
+    device_rounds = sum(r["train_devices"] for r in summary["rounds_log"])
+    assert device_rounds >= 6 and result.replayed == device_rounds
+    assert result.noise_multiplier == settings.noise_multiplier
+    final = load_model(RunLayout(run_dir).model).state
+    assert final.keys() == result.state.keys()
+    for name, weights in final.items():
+        assert np.array_equal(weights, result.state[name]), name
+    with pytest.raises(RoundAlreadyCharged):  # the check can fail: other settings, other rounds
+        simulate_federation(rows, plan.model_copy(update={"lr": plan.lr * 2}), recorded)

@@ -6,12 +6,19 @@ client-level DP, ``dp_fedavg``. This module calls exactly those functions in a l
 benchmark can compare training modes over many folds and seeds without starting hundreds of
 processes. Each device keeps its own in-memory :class:`PrivacyState`, and a device whose budget
 would be exceeded declines the round, as it would in a real run.
+
+That this loop computes what the deployed apps compute is checked, not assumed: given the
+accountant histories a real run's devices recorded (``recorded``), every device round is
+replayed with its recorded secret noise seed, and :func:`fedgaze.privacy.dp_train.train_local`
+refuses unless the global model it starts from, the device's rows and the DP-SGD settings are
+bit for bit those of the real round, and its output bit for bit the weights the device sent
+(``tests/test_simulate.py`` compares a ``fedgaze simulate`` run with this loop this way).
 """
 
 from __future__ import annotations
 
 import secrets
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -19,8 +26,8 @@ import numpy as np
 from pydantic import Field
 
 from fedgaze import defaults
+from fedgaze.model.factory import initial_state
 from fedgaze.model.kind import ModelKind
-from fedgaze.model.reward import new_model, state_to_numpy
 from fedgaze.model.weights import ModelState
 from fedgaze.privacy.accounting import calibrate_noise_multiplier
 from fedgaze.privacy.central import CentralDPConfig, central_epsilon
@@ -59,6 +66,7 @@ class SimulationPlan(DPSGDParams):
 
     ``kind`` picks the model (the behaviour model, or the text reward model); ``soft_labels``
     lets a device's ``y`` be probabilities that the right answer is preferred (soft targets).
+    ``run_key`` names the run in each device's accountant history, as a real run's key does.
     """
 
     mode: Mode
@@ -70,6 +78,7 @@ class SimulationPlan(DPSGDParams):
     seed: int = defaults.SEED
     kind: ModelKind = "behaviour"
     soft_labels: bool = False
+    run_key: str = "simulation"
 
 
 @dataclass(frozen=True, eq=False)
@@ -81,20 +90,29 @@ class SimulationResult:
     noise_multiplier: float | None = None
     central_epsilon: float | None = None
     declined: int = 0
+    replayed: int = 0
 
 
-def simulate_federation(devices: Sequence[DeviceRows], plan: SimulationPlan) -> SimulationResult:
+def simulate_federation(
+    devices: Sequence[DeviceRows],
+    plan: SimulationPlan,
+    recorded: Mapping[str, PrivacyState] | None = None,
+) -> SimulationResult:
     """Run ``plan.rounds`` rounds over ``devices`` and return the global model.
 
     Every device with at least one comparison takes part in every round (for ``client_dp`` that
-    is sampling rate 1, which ``plan.central.sample_rate`` must state). Raises ValueError when
-    no device has data or the plan's mode lacks its settings.
+    is sampling rate 1, which ``plan.central.sample_rate`` must state), in device-id order, as
+    the server aggregates. The first model is the server's (:func:`initial_state`). With
+    ``recorded`` (``device_dp``), a device starts from that accountant history: the rounds it
+    holds for ``plan.run_key`` are replayed, not charged again, or refused with
+    :class:`~fedgaze.privacy.state.RoundAlreadyCharged` when anything differs. Raises
+    ValueError when no device has data or the plan's mode lacks its settings.
     """
-    active = [d for d in devices if len(d.y) > 0]
+    active = sorted((d for d in devices if len(d.y) > 0), key=lambda d: d.device_id)
     if not active:
         raise ValueError("no device has a labelled comparison to train on")
     n_features = active[0].X.shape[2]
-    state = state_to_numpy(new_model(plan.kind, n_features, plan.hidden, plan.seed))
+    state = initial_state(plan.hidden, plan.seed, plan.kind, n_features)
     if plan.mode == "client_dp" and plan.central is None:
         raise ValueError("client_dp needs plan.central (clip norm, noise multiplier)")
     sigma = (
@@ -115,9 +133,9 @@ def simulate_federation(devices: Sequence[DeviceRows], plan: SimulationPlan) -> 
         if sigma is not None
         else None
     )
-    ledgers = {d.device_id: PrivacyState() for d in active}
+    ledgers = {d.device_id: (recorded or {}).get(d.device_id, PrivacyState()) for d in active}
     rng = np.random.default_rng(secrets.randbits(128))
-    declined = 0
+    declined = replayed = 0
     for server_round in range(1, plan.rounds + 1):
         updates: list[tuple[ModelState, int]] = []
         for dev in active:
@@ -142,7 +160,7 @@ def simulate_federation(devices: Sequence[DeviceRows], plan: SimulationPlan) -> 
                     dev.y,
                     dp,
                     ledgers[dev.device_id],
-                    run_id="simulation",
+                    run_id=plan.run_key,
                     round=server_round,
                     seed=seed,
                     soft_labels=plan.soft_labels,
@@ -151,6 +169,7 @@ def simulate_federation(devices: Sequence[DeviceRows], plan: SimulationPlan) -> 
                 declined += 1
                 continue
             ledgers[dev.device_id] = result.new_privacy_state
+            replayed += result.replayed
             updates.append((result.state, result.examples))
         if not updates:
             break
@@ -184,4 +203,5 @@ def simulate_federation(devices: Sequence[DeviceRows], plan: SimulationPlan) -> 
         noise_multiplier=sigma,
         central_epsilon=central,
         declined=declined,
+        replayed=replayed,
     )

@@ -14,11 +14,10 @@ from fedgaze.model.weights import ModelState
 def initial_state(
     hidden: int, seed: int, kind: ModelKind = "behaviour", n_features: int = N_SIDE_FEATURES
 ) -> ModelState:
-    """A freshly initialised reward model's weights, reproducible from ``seed`` (``n_features``:
-    the text model's feature width; the behaviour model's is fixed by its feature set)."""
+    """A freshly initialised reward model's weights, reproducible from ``seed``; ``n_features``
+    is the input width per answer (the behaviour feature set's unless told)."""
     torch.manual_seed(seed)
-    width = N_SIDE_FEATURES if kind == "behaviour" else n_features
-    return state_to_numpy(new_model(kind, width, hidden, None))
+    return state_to_numpy(new_model(kind, n_features, hidden, None))
 
 
 def build_model(saved: SavedModel) -> PairwiseRewardModel:

@@ -84,10 +84,11 @@ def accept_updates(
     """The updates of round ``plan.server_round`` that may be aggregated into ``state``.
 
     Every refusal is noted in ``book`` with its reason; ``devices`` is updated with what each
-    reply said.
+    reply said. The updates come in device-id order, whatever order the replies arrived in, so
+    the aggregate's floating-point sums are reproducible.
     """
     updates = []
-    for report, msg in trained:
+    for report, msg in sorted(trained, key=lambda pair: pair[0].device_id):
         accepted = report.trained and ledger.admit(report, plan, book, settings.max_device_epsilon)
         update = None
         if accepted:

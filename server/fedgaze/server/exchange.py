@@ -8,6 +8,7 @@ of every error, malformed or missing reply, and sends again to a device that com
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -24,6 +25,25 @@ from fedgaze.model.weights import ModelState
 
 class NotEnoughNodes(RuntimeError):
     """Fewer devices connected than the run needs, within the configured wait."""
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_RAISED = re.compile(r"^(?:[A-Za-z_]\w*\.)*([A-Za-z_]\w*(?:Error|Exception|Exhausted)): (.+)$")
+_WRAPPED = re.compile(r"Exception ClientAppException occurred\. Message: (.*?)'?>?$")
+
+
+def brief_reason(reason: str, limit: int = 500) -> str:
+    """An error reply's reason in one line, for ``rounds_log``: the root cause (the first
+    ``Type: message`` line of a traceback the reason carries, as the simulation engine's does),
+    else what the device's ClientApp said it raised, else the reason, colours removed."""
+    text = _ANSI.sub("", reason)
+    for line in text.splitlines():
+        found = _RAISED.match(line.strip())
+        if found and found.group(1) != "ClientAppException":
+            return f"{found.group(1)}: {found.group(2)}"[:limit]
+    flat = " ".join(text.split())
+    wrapped = _WRAPPED.search(flat)
+    return (f"ClientApp raised: {wrapped.group(1)}" if wrapped else flat)[:limit]
 
 
 def wait_for_nodes(grid: Grid, min_nodes: int, timeout: float, poll: float = 0.5) -> list[int]:
@@ -155,7 +175,7 @@ def exchange(
     for msg in replies:
         node = node_of.get(msg.metadata.reply_to_message_id, msg.metadata.src_node_id)
         if msg.has_error():
-            failures.append(f"node {node}: {msg.error.reason}")
+            failures.append(f"node {node}: {brief_reason(msg.error.reason or str(msg.error.code))}")
             continue
         try:
             reports.append((protocol.parse_report(msg), msg))
