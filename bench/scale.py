@@ -14,8 +14,13 @@
    one more device has paid the process's first-use costs (torch's lazy imports). Each
    part is timed by wrapping the function that does it. The engine's overhead per message is
    the scale run's CPU-seconds per message (wall x CPUs / messages) minus the handler's time.
+3. **The engine's floor**: ``bench/_engine_floor.py`` sends ``--floor-devices`` simulated nodes
+   two rounds of train messages that a ClientApp answers at once (no fedgaze code), so what
+   Flower's engine alone costs per message, in a first round and a later one, is measured
+   rather than inferred.
 
     python bench/scale.py [--configs 100:1,1000:1] [--cpus 2] [--split-devices 40]
+                          [--floor-devices 1000]
 
 Writes the section between this script's markers in docs/results.md and
 bench/results/scale.json.
@@ -99,6 +104,23 @@ def run_scale(devices: int, fraction: float, cpus: int, base: Path) -> dict[str,
         "messages_per_s": log["sampled"] / log["seconds"] if log["seconds"] else None,
         "wall_s": wall,
         "peak_rss_gib": peak / 2**30,
+    }
+
+
+def run_floor(devices: int, cpus: int) -> dict[str, Any]:
+    """Two rounds of ``devices`` messages that Flower's engine delivers to a ClientApp that
+    replies at once: wall seconds per round and per message (wall x CPUs / messages)."""
+    argv = [*_prefix(), sys.executable, str(ROOT / "bench" / "_engine_floor.py")]
+    done = subprocess.run(
+        [*argv, str(devices), str(cpus)], capture_output=True, text=True, timeout=1800
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"engine floor N={devices} failed: {done.stderr[-2000:]}")
+    rounds = json.loads(done.stdout.strip().splitlines()[-1])["rounds_s"]
+    return {
+        "devices": devices,
+        "rounds_s": rounds,
+        "per_message_s": [r * cpus / devices for r in rounds],
     }
 
 
@@ -211,6 +233,15 @@ def render(result: dict[str, Any]) -> str:
         cells = [f"{split[label].get(part, 0.0):.4f}" for label in labels]
         name = f"**{part}**" if part == "total" else part
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    floor = result["floor"]
+    first, later = floor["per_message_s"]
+    lines += [
+        "",
+        f"Flower's engine alone ({floor['devices']} nodes, a ClientApp that replies at once, "
+        f"bench/_engine_floor.py): a first round {floor['rounds_s'][0]:.1f} s, "
+        f"**{first:.4f} s per message** (wall x CPUs); a later round "
+        f"{floor['rounds_s'][1]:.1f} s, **{later:.4f} s per message**.",
+    ]
     return "\n".join(lines)
 
 
@@ -219,6 +250,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--configs", default="100:1,1000:1", help="N:F pairs, comma-separated")
     parser.add_argument("--cpus", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--split-devices", type=int, default=40)
+    parser.add_argument("--floor-devices", type=int, default=1000)
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "results.md")
     parser.add_argument("--json", type=Path, default=ROOT / "bench/results/scale.json")
     args = parser.parse_args(argv)
@@ -233,6 +265,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="fgs-") as tmp:
         result["split"] = measure_split(args.split_devices, Path(tmp))
         result["scale"] = [run_scale(n, f, args.cpus, Path(tmp)) for n, f in configs]
+        result["floor"] = run_floor(args.floor_devices, args.cpus)
     where = {"markdown": args.out, "json_path": args.json}
     publish(render(result), result, **where, marker=MARKER, heading=HEADING)
     return 0

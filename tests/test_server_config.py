@@ -176,3 +176,25 @@ def test_the_shipped_example_config_is_valid() -> None:
     assert config.tls.enabled and config.auth.enabled
     assert config.auth.device_keys_dir == example.parent / "certs" / "devices"
     assert config.federation.rounds == 20 and config.privacy.epsilon == 8.0
+
+
+def test_a_secure_aggregation_section_turns_secagg_on_and_is_checked(tmp_path: Path) -> None:
+    assert (
+        load_server_config(_config(tmp_path, MINIMAL)).settings("k", False).secure_aggregation
+        is None
+    )
+    text = MINIMAL.replace("min_nodes = 2", "min_nodes = 5") + (
+        "[secure_aggregation]\nthreshold = 3\nclipping_range = 0.5\ntimeout = 30.0\n"
+    )
+    settings = load_server_config(_config(tmp_path, text)).settings("k", resume=False)
+    secagg = settings.secure_aggregation
+    assert secagg is not None and (secagg.threshold, secagg.clipping_range) == (3, 0.5)
+    assert secagg.timeout == 30.0 and secagg.quantization_range == 2**22
+    for bad, match in [
+        (text.replace("min_nodes = 5", "min_nodes = 3"), "secure_aggregation.threshold 3 needs"),
+        (text.replace("threshold = 3", "threshold = 1"), "secure_aggregation.threshold"),
+        (text + "quantisation = 3\n", "secure_aggregation.quantisation"),
+        (text + '[aggregation]\nrule = "median"\n', "fedavg"),
+    ]:
+        with pytest.raises(SettingsError, match=match):
+            load_server_config(_config(tmp_path, bad)).settings("k", resume=False)

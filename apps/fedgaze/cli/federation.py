@@ -173,6 +173,18 @@ def _add_federation_args(p: argparse.ArgumentParser) -> None:
         help="refuse an update farther than this (L2) from the model sent (default: no bound)",
     )
     p.add_argument(
+        "--secagg",
+        action="store_true",
+        help="secure aggregation (Flower's SecAgg+): the server learns only the sum of the "
+        "devices' updates; needs more devices per round than the threshold",
+    )
+    p.add_argument(
+        "--secagg-threshold",
+        type=positive_int,
+        help="with --secagg: devices needed to recover the sum, and the fewest that must "
+        "collude with the server to learn more (default: a majority of a round's devices)",
+    )
+    p.add_argument(
         "--client-dp-clip",
         type=positive_float,
         default=defaults.CLIENT_DP_CLIP_NORM,
@@ -203,6 +215,8 @@ def _federation_options(args: argparse.Namespace, **overrides: Any) -> Federatio
         "max_update_norm": args.max_update_norm,
         "run_dir": args.run_dir,
         "insecure": args.insecure,
+        "secagg": args.secagg,
+        "secagg_threshold": args.secagg_threshold,
         **overrides,
     }
     return FederationOptions(**fields)

@@ -33,6 +33,7 @@ from fedgaze.federation.events import (
 from fedgaze.federation.planning import plan_settings
 from fedgaze.federation.results import Evaluation
 from fedgaze.federation.rundir import RunLayout
+from fedgaze.federation.secure import SecureAggregation
 from fedgaze.federation.settings import Aggregation, NodeSettings, ServerSettings
 from fedgaze.labels.rows import LabelSource
 from fedgaze.local.cohort import provision_ifllm, provision_synthetic, select_workers
@@ -87,6 +88,11 @@ class FederationOptions:
     encoder: str = defaults.TEXT_ENCODER
     behaviour_model: Path | None = None
     """Text model: the behaviour model directory whose inference labels what people did not."""
+    secagg: bool = False
+    """Train rounds run SecAgg+: the server learns only the sum of the updates
+    (:mod:`fedgaze.federation.secure`)."""
+    secagg_threshold: int | None = None
+    """SecAgg+'s threshold t (default: a majority of the devices a round samples, at least 2)."""
     warm_trainer: bool = True
     """One warm trainer answers every device's messages (:func:`launch_federation`); False:
     each message loads the training stack in its own ClientApp process (benchmarks compare)."""
@@ -101,6 +107,15 @@ class FederationOptions:
         }
         if self.behaviour_model is not None:
             chosen["behaviour_model"] = str(self.behaviour_model.resolve())
+        if self.secagg:
+            expected = max(1, round(self.fraction * min_nodes))
+            threshold = self.secagg_threshold or max(2, expected // 2 + 1)
+            if expected <= threshold:
+                raise ValueError(
+                    f"secure aggregation with threshold {threshold} needs more than {threshold} "
+                    f"devices in a round; this run has {expected}"
+                )
+            chosen["secure_aggregation"] = SecureAggregation(threshold=threshold)
         return plan_settings(
             epsilon=self.epsilon_budget,
             client_dp_epsilon=self.client_dp_epsilon,
@@ -164,6 +179,13 @@ def run_local_federation(opts: FederationOptions, console: Console | None = None
         f"{settings.noise_multiplier:g}{' (calibrated to fit every round)' if calibrated else ''}"
         f"; run dir {run_dir}"
     )
+    if settings.secure_aggregation is not None:
+        secagg = settings.secure_aggregation
+        console.print(
+            f"secure aggregation (SecAgg+): the server learns only the sum of the updates; "
+            f"threshold {secagg.threshold} devices, updates quantized within "
+            f"+/-{secagg.clipping_range:g} to {secagg.quantization_range} levels"
+        )
     if opts.insecure:
         console.print(INSECURE_WARNING)
     outcome = _run_with_progress(run_dir, settings, nodes, opts, console)

@@ -163,7 +163,7 @@ def _as_device(context: Context) -> Context:
     return dataclasses.replace(context, node_config=node.to_node_config())
 
 
-client_app = ClientApp()
+client_app = ClientApp(mods=[device_app.secure_stages])
 
 
 @client_app.train()

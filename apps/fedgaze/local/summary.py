@@ -123,6 +123,12 @@ class RunSummary:
             "rounds": self.rounds,
             "rounds_completed": self.rounds_completed,
             "client_dp": self.client_dp(),
+            "secure_aggregation": settings.secure_aggregation is not None,
+            "secure_aggregation_params": (
+                None
+                if settings.secure_aggregation is None
+                else settings.secure_aggregation.model_dump()
+            ),
             "labels": self.labels,
             "metrics": [
                 {

@@ -7,13 +7,15 @@ or value fails with the key named instead of surfacing as a confused error round
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from fedgaze import defaults
+from fedgaze.federation.secure import SecureAggregation
 from fedgaze.labels.rows import LabelSource
 from fedgaze.model.kind import ModelKind, TextLabels
 from fedgaze.privacy.params import DeviceBudget, DPSGDParams
@@ -40,7 +42,12 @@ def _parse(model: type[M], flat: Mapping[str, Any], where: str) -> M:
 
 
 def _flat(model: BaseModel) -> dict[str, Any]:
-    return {k.replace("_", "-"): v for k, v in model.model_dump().items() if v is not None}
+    """Flower configs hold scalars only: a nested settings value travels as JSON."""
+    return {
+        k.replace("_", "-"): json.dumps(v) if isinstance(v, dict) else v
+        for k, v in model.model_dump().items()
+        if v is not None
+    }
 
 
 class _Frozen(BaseModel):
@@ -203,6 +210,27 @@ class ServerSettings(TrainingPlan):
     resume: bool = False
     """Continue the run recorded in ``run_dir`` after its last committed round instead of
     starting one (see :func:`fedgaze.server.ledger.resume_conflicts` for what may change)."""
+    secure_aggregation: SecureAggregation | None = None
+    """Train rounds run SecAgg+ (:mod:`fedgaze.federation.secure`): the server learns only the
+    weighted sum of the devices' updates (None: plain rounds)."""
+
+    @field_validator("secure_aggregation", mode="before")
+    @classmethod
+    def _from_json(cls, value: Any) -> Any:
+        return json.loads(value) if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _secure_aggregation_sums(self) -> ServerSettings:
+        if self.secure_aggregation is None:
+            return self
+        if self.aggregation != "fedavg" or self.client_dp_noise_multiplier is not None:
+            raise ValueError(
+                "secure aggregation recovers only a weighted sum: it needs aggregation "
+                "'fedavg' and no client-level DP (which clips each update on the server)"
+            )
+        if self.model_kind != "behaviour":
+            raise ValueError("secure aggregation is implemented for the behaviour model only")
+        return self
 
     @model_validator(mode="after")
     def _client_dp_both_or_neither(self) -> ServerSettings:

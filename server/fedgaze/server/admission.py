@@ -103,3 +103,35 @@ def accept_updates(
         if update is not None:
             updates.append((update, report.examples))
     return updates
+
+
+def screen_secure(
+    replies: list[tuple[DeviceReport, Message]],
+    plan: RoundPlan,
+    book: RoundBook,
+    ledger: ServerLedger,
+    settings: ServerSettings,
+    devices: dict[str, DeviceView],
+) -> dict[int, str]:
+    """Secure aggregation: the training stage's replies to leave out of the sum, by node.
+
+    The update itself is masked, so only what travels in the clear is checked: a trained reply
+    stays in the sum when the server ledger admits its signed ``dp-record`` and it answers
+    round ``plan.server_round``. A reply that did not train stays in with weight 0 (it only
+    helps the masking). ``book`` and ``devices`` are updated as for a plain round.
+    """
+    left_out: dict[int, str] = {}
+    for report, _ in sorted(replies, key=lambda pair: pair[0].device_id):
+        accepted = not report.trained or ledger.admit(
+            report, plan, book, settings.max_device_epsilon
+        )
+        if report.trained and not accepted:
+            left_out[report.node_id] = book.refused[-1].reason
+        elif report.trained and _round_id(report.get(Metric.SERVER_ROUND)) != plan.server_round:
+            book.reject_admitted(report, "update refused: it answers another round")
+            left_out[report.node_id], accepted = book.refused[-1].reason, False
+        view = devices.get(report.device_id, DeviceView(report.device_id))
+        devices[report.device_id] = seen(
+            view, report, plan.server_round, refused=report.trained and not accepted
+        )
+    return left_out

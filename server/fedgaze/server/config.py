@@ -16,6 +16,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from fedgaze import defaults
+from fedgaze.federation.secure import SecureAggregation
 from fedgaze.federation.settings import Aggregation, ServerSettings, SettingsError
 from fedgaze.labels.rows import LabelSource
 from fedgaze.model.kind import ModelKind, TextLabels
@@ -151,6 +152,19 @@ class ServerConfig(_Section):
     aggregation: AggregationSection = AggregationSection()
     labels: LabelsSection = LabelsSection()
     model: ModelSection = ModelSection()
+    secure_aggregation: SecureAggregation | None = None
+    """Present: train rounds run SecAgg+ with these parameters (see
+    :class:`~fedgaze.federation.secure.SecureAggregation`); absent: plain rounds."""
+
+    @model_validator(mode="after")
+    def _secure_aggregation_has_devices(self) -> ServerConfig:
+        secagg = self.secure_aggregation
+        if secagg is not None and self.federation.min_nodes <= secagg.threshold:
+            raise ValueError(
+                f"secure_aggregation.threshold {secagg.threshold} needs federation.min_nodes "
+                f"above it (now {self.federation.min_nodes})"
+            )
+        return self
 
     @model_validator(mode="after")
     def _auth_needs_tls(self) -> ServerConfig:
@@ -191,6 +205,7 @@ class ServerConfig(_Section):
             behaviour_model=(
                 None if self.model.behaviour_model is None else str(self.model.behaviour_model)
             ),
+            secure_aggregation=self.secure_aggregation,
             **self.federation.model_dump(exclude={"run_timeout"}),
             **dp.model_dump(exclude={"epsilon"}),
         )

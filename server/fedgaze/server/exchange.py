@@ -61,16 +61,11 @@ def wait_for_nodes(grid: Grid, min_nodes: int, timeout: float, poll: float = 0.5
         time.sleep(poll)
 
 
-def round_messages(
-    node_ids: Iterable[int],
-    state: ModelState,
-    plan: RoundPlan,
-    kind: str,
-    rnd: int,
-    behaviour: ModelState | None = None,
-) -> list[Message]:
-    """One ``kind`` (train or evaluate) message per node, carrying ``state`` and ``plan`` (and,
-    for a text model run that infers labels, the ``behaviour`` model)."""
+def round_content(
+    state: ModelState, plan: RoundPlan, behaviour: ModelState | None = None
+) -> RecordDict:
+    """A train or evaluate message's content: ``state`` and ``plan`` (and, for a text model run
+    that infers labels, the ``behaviour`` model)."""
     content = RecordDict(
         {
             protocol.Record.ARRAYS.value: to_array_record(state),
@@ -79,6 +74,19 @@ def round_messages(
     )
     if behaviour is not None:
         content[protocol.Record.BEHAVIOUR_ARRAYS.value] = to_array_record(behaviour)
+    return content
+
+
+def round_messages(
+    node_ids: Iterable[int],
+    state: ModelState,
+    plan: RoundPlan,
+    kind: str,
+    rnd: int,
+    behaviour: ModelState | None = None,
+) -> list[Message]:
+    """One ``kind`` (train or evaluate) message per node, all with :func:`round_content`."""
+    content = round_content(state, plan, behaviour)
     return [
         Message(content=content, dst_node_id=node, message_type=kind, group_id=str(rnd))
         for node in node_ids

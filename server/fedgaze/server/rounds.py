@@ -36,9 +36,10 @@ from fedgaze.federation.events import (
 from fedgaze.federation.protocol import DeviceReport, Metric
 from fedgaze.federation.results import Evaluation, RefusedUpdate, RoundLog, ServerResult
 from fedgaze.federation.rundir import RunLayout
+from fedgaze.federation.secure import SecureAggregation
 from fedgaze.federation.settings import ServerSettings
 from fedgaze.model.weights import ModelState
-from fedgaze.server.admission import accept_updates
+from fedgaze.server.admission import accept_updates, screen_secure
 from fedgaze.server.aggregate import aggregate, dp_fedavg, weighted_mean
 from fedgaze.server.checkpoints import (
     RunProgress,
@@ -48,10 +49,17 @@ from fedgaze.server.checkpoints import (
     start_or_resume,
     write_checkpoint,
 )
-from fedgaze.server.exchange import Exchange, exchange, round_messages, wait_for_nodes
+from fedgaze.server.exchange import (
+    Exchange,
+    exchange,
+    round_content,
+    round_messages,
+    wait_for_nodes,
+)
 from fedgaze.server.labels import run_labels_round
 from fedgaze.server.ledger import CentralRound, RoundBook, ServerLedger, ledger_progress
 from fedgaze.server.progress import emit
+from fedgaze.server.secure_round import secure_round
 
 
 def evaluation(
@@ -163,33 +171,38 @@ def run_round(
     plan = settings.plan(rnd)
     state = progress.state
     sampled = sample_nodes(sorted(grid.get_node_ids()), settings.fraction, random.SystemRandom())
-    messages = round_messages(
-        sampled,
-        state,
-        plan,
-        MessageType.TRAIN,
-        rnd,
-        behaviour=behaviour_state(settings),
-    )
-    outcome = exchange(grid, messages, settings.round_timeout) if messages else Exchange([], [])
-    progress.evaluations.append(evaluation((r for r, _ in outcome.reports), rnd - 1))
-    emit(run_dir, Evaluated(progress.evaluations[-1]))
     book = RoundBook()
-    updates = accept_updates(outcome.reports, state, plan, book, ledger, settings, progress.devices)
     central = None
-    if settings.client_dp:
-        denominator = settings.fraction * expected
-        state, central = _client_dp_aggregate(state, updates, settings, denominator, rnd)
-    elif updates:
-        state = aggregate(updates, settings.aggregation, settings.trim_fraction)
+    if settings.secure_aggregation is not None:
+        outcome, state, summed = _secure_train(
+            grid, settings, settings.secure_aggregation, sampled, progress, book, ledger, rnd
+        )
+        progress.evaluations.append(evaluation((r for r, _ in outcome.reports), rnd - 1))
+        emit(run_dir, Evaluated(progress.evaluations[-1]))
+    else:
+        messages = round_messages(
+            sampled, state, plan, MessageType.TRAIN, rnd, behaviour=behaviour_state(settings)
+        )
+        outcome = exchange(grid, messages, settings.round_timeout) if messages else Exchange([], [])
+        progress.evaluations.append(evaluation((r for r, _ in outcome.reports), rnd - 1))
+        emit(run_dir, Evaluated(progress.evaluations[-1]))
+        updates = accept_updates(
+            outcome.reports, state, plan, book, ledger, settings, progress.devices
+        )
+        summed = [n for _, n in updates]
+        if settings.client_dp:
+            denominator = settings.fraction * expected
+            state, central = _client_dp_aggregate(state, updates, settings, denominator, rnd)
+        elif updates:
+            state = aggregate(updates, settings.aggregation, settings.trim_fraction)
     progress.state = state
     progress.completed = rnd
     progress.pins = ledger.pins
     progress.rounds.append(
         RoundLog(
             round=rnd,
-            train_devices=len(updates),
-            train_examples=sum(n for _, n in updates),
+            train_devices=len(summed),
+            train_examples=sum(summed),
             replies=len(outcome.reports),
             failures=tuple(outcome.failures),
             refused=tuple(RefusedUpdate(r.device_id, r.device, r.reason) for r in book.refused),
@@ -200,11 +213,70 @@ def run_round(
     # The checkpoint first, then the ledger record that commits the round: a crash
     # between the two leaves the round uncommitted, and a resumed run repeats it.
     write_checkpoint(run_dir, progress, settings)
-    ledger.round_end(rnd, book, outcome.failures, central, aggregation=settings.aggregation)
+    rule = settings.aggregation if settings.secure_aggregation is None else SECURE_FEDAVG
+    ledger.round_end(rnd, book, outcome.failures, central, aggregation=rule)
     devices = tuple(
         DeviceEpsilon(d.device_id, d.epsilon, d.status) for d in progress.devices.values()
     )
     emit(run_dir, RoundDone(progress.rounds[-1], devices))
+
+
+SECURE_FEDAVG = "secagg+-fedavg"
+"""The aggregation a secure round's ledger record names: FedAvg of masked updates (SecAgg+)."""
+
+
+def _secure_train(
+    grid: Grid,
+    settings: ServerSettings,
+    params: SecureAggregation,
+    sampled: list[int],
+    progress: RunProgress,
+    book: RoundBook,
+    ledger: ServerLedger,
+    rnd: int,
+) -> tuple[Exchange, ModelState, list[int]]:
+    """A train round under secure aggregation (:mod:`fedgaze.server.secure_round`): the
+    training stage's replies, the new global model (the old one when the round halted or its
+    sum failed the server's checks), and the example counts of the updates in the sum."""
+    state, plan = progress.state, settings.plan(rnd)
+    if len(sampled) <= params.threshold:
+        why = (
+            f"secure aggregation needs more than {params.threshold} devices; {len(sampled)} sampled"
+        )
+        return Exchange([], [why]), state, []
+    behaviour = behaviour_state(settings)
+    outcome = secure_round(
+        grid,
+        sampled,
+        lambda node: round_content(state, plan, behaviour),
+        state,
+        rnd,
+        params,
+        lambda replies: screen_secure(replies, plan, book, ledger, settings, progress.devices),
+    )
+    failures = list(outcome.failures)
+    summed = [r.examples for r, _ in outcome.reports if r.trained and r.node_id in outcome.summed]
+    if outcome.halted:
+        failures.append(
+            f"secure aggregation halted: fewer than {params.threshold} devices left in the "
+            "protocol; no aggregate this round"
+        )
+        return Exchange(outcome.reports, failures), state, []
+    if outcome.mean_update is None or not summed:
+        return Exchange(outcome.reports, failures), state, []
+    new = {k: (v + outcome.mean_update[k]).astype(v.dtype) for k, v in state.items()}
+    norm = float(
+        np.sqrt(sum(np.sum(np.square(u, dtype=np.float64)) for u in outcome.mean_update.values()))
+    )
+    if not all(np.all(np.isfinite(v)) for v in new.values()) or (
+        settings.max_update_norm is not None and norm > settings.max_update_norm
+    ):
+        failures.append(
+            f"the unmasked mean update (norm {norm:.4g}) failed the server's checks "
+            f"(finite, at most max-update-norm {settings.max_update_norm}); model kept"
+        )
+        return Exchange(outcome.reports, failures), state, []
+    return Exchange(outcome.reports, failures), new, summed
 
 
 def finish(grid: Grid, settings: ServerSettings, nodes: int, progress: RunProgress) -> ServerResult:
