@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +24,7 @@ from fedgaze.client.device.layout import DeviceLayout
 from fedgaze.client.device.store_crypto import KEY_FILE
 from fedgaze.client.local_rows import behaviour_rows
 from fedgaze.federation.arrays import from_array_record, to_array_record
+from fedgaze.federation.events import RoundDone
 from fedgaze.federation.protocol import DeviceKey, Metric, Record, ReplyStatus
 from fedgaze.federation.rundir import RunLayout
 from fedgaze.federation.secure import (
@@ -34,12 +36,15 @@ from fedgaze.federation.secure import (
 from fedgaze.federation.settings import NodeSettings, ServerSettings, SettingsError
 from fedgaze.ledger.contract import RecordKind
 from fedgaze.ledger.records import verify_sqlite
+from fedgaze.local.cohort import provision_synthetic
 from fedgaze.local.demo import FederationOptions
+from fedgaze.local.launcher import launch_federation
 from fedgaze.model.store import load_model
 from fedgaze.privacy.dp_train import DPConfig, device_round_seed, train_local
 from fedgaze.privacy.state import PrivacyState
 from fedgaze.server.aggregate import fedavg
 from fedgaze.server.rounds import SECURE_FEDAVG
+from wire_proxy import RecordingProxy
 
 GLOBAL = {"w": np.arange(6, dtype=np.float32).reshape(2, 3), "b": np.ones(3, np.float32)}
 
@@ -187,3 +192,131 @@ def test_a_secure_demo_aggregates_exactly_what_plain_fedavg_would(tmp_path: Path
         moved = max(float(np.max(np.abs(after[k] - before[k]))) for k in plain)
         assert gap <= bound + 1e-6, (rnd, gap, bound)  # float32 rounding of the sum's add
         assert moved > 100 * bound  # the round really changed the model
+
+
+def _windows(arrays: dict[str, np.ndarray], dtype: type, width: int = 4) -> list[bytes]:
+    """``width``-value windows of every layer's bytes as ``dtype`` (what a leak would show)."""
+    out = []
+    for layer in arrays.values():
+        flat = np.ascontiguousarray(layer, dtype=dtype).ravel()
+        out += [flat[i : i + width].tobytes() for i in range(0, max(1, len(flat) - width), width)]
+    return [w for w in out if w.strip(b"\x00")]
+
+
+def _replayed(run_dir: Path, settings: ServerSettings, device_id: str, rnd: int) -> tuple:
+    node = _node(run_dir, device_id)
+    privacy = PrivacyState.load(DeviceLayout(Path(node.device_dir)).privacy_state)
+    if privacy.find(settings.run_key, rnd) is None:
+        return None, privacy
+    before = load_model(RunLayout(run_dir).checkpoint(rnd - 1)).state
+    rows = behaviour_rows(node, settings.holdout)
+    result = train_local(
+        before,
+        rows.train_X,
+        rows.train_y,
+        DPConfig.for_device(settings.plan(rnd), node.budget),
+        privacy,
+        run_id=settings.run_key,
+        round=rnd,
+        seed=device_round_seed(settings.seed, rnd, device_id),
+    )
+    assert result.replayed
+    return result, privacy
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+@pytest.mark.timeout(600)
+def test_dropouts_leave_the_survivors_sum_and_the_wire_carries_no_update(tmp_path: Path) -> None:
+    """Five devices, threshold 3, each behind its own recording proxy (TLS off, to read it).
+    Round 1: device 0 dies before it gets the training stage (so before sending), device 1
+    right after sending its masked update (before unmasking): the sum is the other four's.
+    Round 2: device 2 dies in the key stage: two devices are left, fewer than t, so the round
+    halts with the model kept and nobody charged; round 3 halts too. No device's weights or
+    update appear in anything it sent."""
+    run_dir = tmp_path / "run"
+    nodes = provision_synthetic(run_dir / "devices", 5, 4, 20.0, 1e-5)
+    params = SecureAggregation(threshold=3, timeout=15.0)
+    settings = ServerSettings(
+        run_dir=str(run_dir),
+        run_key=f"secagg-{uuid.uuid4().hex[:8]}",
+        rounds=3,
+        min_nodes=5,
+        node_wait_timeout=120,
+        round_timeout=30,
+        hidden=16,
+        noise_multiplier=1.5,
+        max_grad_norm=1.0,
+        batch_size=8,
+        local_epochs=1,
+        lr=0.05,
+        holdout=0.25,
+        seed=4,
+        secure_aggregation=params,
+    )
+    cuts = [b"collect_masked_vectors", b"unmask", None, None, None]
+    proxies: list[RecordingProxy] = []
+
+    def through_proxy(fleet: str) -> str:
+        proxies.append(RecordingProxy(fleet, cut_at=cuts[len(proxies)]))
+        return proxies[-1].address
+
+    def third_device_dies_in_round_2(event: object) -> None:
+        if isinstance(event, RoundDone) and event.log.round == 1:
+            proxies[2].cut_at = b"share_keys"
+
+    try:
+        outcome = launch_federation(
+            run_dir,
+            settings,
+            nodes,
+            secure=False,
+            fleet_address_for_nodes=through_proxy,
+            on_event=third_device_dies_in_round_2,
+        )
+    finally:
+        for p in proxies:
+            p.close()
+    result = outcome.server_result
+    ids = [n.device_id for n in nodes]
+    logs = result.rounds_log
+    assert [p.cut.is_set() for p in proxies] == [True, True, True, False, False]
+    # Round 1: four masked updates in the sum, device 1's included.
+    assert logs[0].train_devices == 4, logs[0]
+    assert any("collect_masked_vectors" in f for f in logs[0].failures), logs[0].failures
+    assert any("unmask" in f for f in logs[0].failures), logs[0].failures
+    first = {d: _replayed(run_dir, settings, d, 1)[0] for d in ids}
+    assert first[ids[0]] is None and all(first[d] is not None for d in ids[1:])
+    before = load_model(RunLayout(run_dir).checkpoint(0)).state
+    after = load_model(RunLayout(run_dir).checkpoint(1)).state
+    updates = [(r.state, r.examples) for d, r in first.items() if r is not None]
+    plain = fedavg(updates)
+    largest = max(float(np.max(np.abs(u[k] - before[k]))) for u, _ in updates for k in u)
+    bound = params.mean_error([n for _, n in updates], largest)
+    assert max(float(np.max(np.abs(after[k] - plain[k]))) for k in plain) <= bound + 1e-6
+    # Rounds 2 and 3: too few devices left; the model stays, nobody is charged.
+    for log in logs[1:]:
+        assert log.train_devices == 0 and any("aggregation halted" in f for f in log.failures), log
+    final = load_model(RunLayout(run_dir).checkpoint(3)).state
+    assert all(np.array_equal(final[k], after[k]) for k in after)
+    for device_id in ids:
+        privacy = _replayed(run_dir, settings, device_id, 1)[1]
+        charged = [(e.run_id, e.round) for e in privacy.events]
+        assert charged == ([] if device_id == ids[0] else [(settings.run_key, 1)]), charged
+    # The wire: the global model the server sent is readable (the search works) ...
+    assert all(any(w in p.received for w in _windows(before, np.float32)) for p in proxies)
+    # ... but no device sent its trained weights or its update, in any float encoding.
+    for proxy, device_id in zip(proxies, ids, strict=True):
+        trained = first[device_id]
+        if trained is None:
+            continue
+        update = {k: trained.state[k].astype(np.float64) - before[k] for k in before}
+        needles = _windows(trained.state, np.float32) + _windows(update, np.float64)
+        needles += _windows(update, np.float32)
+        assert b"masked_params" in proxy.sent  # its masked update went out
+        assert not [w for w in needles if w in proxy.sent], device_id
+    verify = subprocess.run(
+        [sys.executable, "-m", "fedgaze.cli", "audit", "verify", str(run_dir)],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert verify.returncode == 0 and "every record holds" in verify.stdout, verify.stdout

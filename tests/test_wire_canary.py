@@ -8,11 +8,8 @@ the canaries, as float64, float32 and decimal text, and for the text canary.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import socket
 import struct
-import threading
 import uuid
 from pathlib import Path
 
@@ -23,75 +20,13 @@ from fedgaze.data.schema import Samples
 from fedgaze.federation.settings import ServerSettings
 from fedgaze.local.cohort import provision_synthetic
 from fedgaze.local.launcher import launch_federation
+from wire_proxy import RecordingProxy
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(420)]
 
 GAZE_X = 31337.4242
 MOUSE_Y = 27182.8182
 TEXT = "CANARYTEXT-9d2f41"
-
-
-class RecordingProxy:
-    """Forwards TCP connections to ``target`` and keeps every byte the clients sent."""
-
-    def __init__(self, target: str) -> None:
-        host, port = target.rsplit(":", 1)
-        self.target = (host, int(port))
-        self.sent = bytearray()
-        self.received = bytearray()
-        self._lock = threading.Lock()
-        self._listener = socket.create_server(("127.0.0.1", 0))
-        self._listener.settimeout(0.5)
-        self.address = f"127.0.0.1:{self._listener.getsockname()[1]}"
-        self._stop = threading.Event()
-        self._threads: list[threading.Thread] = []
-        self._accept = threading.Thread(target=self._serve, daemon=True)
-        self._accept.start()
-
-    def _pipe(self, src: socket.socket, dst: socket.socket, sink: bytearray) -> None:
-        try:
-            while not self._stop.is_set():
-                try:
-                    data = src.recv(65536)
-                except TimeoutError:
-                    continue
-                if not data:
-                    break
-                with self._lock:
-                    sink.extend(data)
-                dst.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for s in (src, dst):
-                with contextlib.suppress(OSError):
-                    s.shutdown(socket.SHUT_RDWR)
-
-    def _serve(self) -> None:
-        while not self._stop.is_set():
-            try:
-                client, _ = self._listener.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            try:
-                upstream = socket.create_connection(self.target, timeout=10)
-            except OSError:  # the SuperLink is gone (shutdown): drop this client
-                client.close()
-                continue
-            for s in (client, upstream):
-                s.settimeout(0.5)
-            for args in ((client, upstream, self.sent), (upstream, client, self.received)):
-                t = threading.Thread(target=self._pipe, args=args, daemon=True)
-                t.start()
-                self._threads.append(t)
-
-    def close(self) -> None:
-        self._stop.set()
-        self._listener.close()
-        for t in [self._accept, *self._threads]:
-            t.join(timeout=5)
 
 
 def _plant(node_data: str, key_path: str) -> int:

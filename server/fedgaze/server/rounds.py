@@ -241,7 +241,8 @@ def _secure_train(
     state, plan = progress.state, settings.plan(rnd)
     if len(sampled) <= params.threshold:
         why = (
-            f"secure aggregation needs more than {params.threshold} devices; {len(sampled)} sampled"
+            f"secure aggregation halted before it began: it needs more than {params.threshold} "
+            f"devices, {len(sampled)} sampled; no aggregate this round"
         )
         return Exchange([], [why]), state, []
     behaviour = behaviour_state(settings)

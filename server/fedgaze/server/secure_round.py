@@ -141,7 +141,7 @@ class _StageGrid:
         if not batch:
             return []
         stage = str(batch[0].content.config_records[STAGE_CONFIGS][Key.STAGE])
-        replies = self._collect(batch, timeout)
+        replies = self._collect(batch, timeout, stage)
         if stage == Stage.COLLECT_MASKED_VECTORS:
             replies = self._screened(replies)
         self.failures += [
@@ -151,7 +151,7 @@ class _StageGrid:
         ]
         return replies
 
-    def _collect(self, batch: list[Message], timeout: float | None) -> list[Message]:
+    def _collect(self, batch: list[Message], timeout: float | None, stage: str) -> list[Message]:
         wait = timeout if timeout is not None else 3600.0
         deadline = time.monotonic() + wait
         ids = self._grid.push_messages(batch)
@@ -164,7 +164,9 @@ class _StageGrid:
                 replies.append(reply)
             if pending:
                 time.sleep(self._poll)
-        self.failures += [f"node {sent[mid]}: no reply within {wait:.0f} s" for mid in pending]
+        self.failures += [
+            f"node {sent[mid]}: {stage}: no reply within {wait:.0f} s" for mid in pending
+        ]
         return replies
 
     def _screened(self, replies: list[Message]) -> list[Message]:
