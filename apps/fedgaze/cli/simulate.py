@@ -47,6 +47,16 @@ def add_parsers(sub: Any) -> None:
         help="client-level DP of the aggregate, epsilon per person (sampling amplification "
         "credited); default off",
     )
+    simulate.add_argument(
+        "--secagg",
+        action="store_true",
+        help="secure aggregation (Flower's SecAgg+): the server learns only the sum of updates",
+    )
+    simulate.add_argument(
+        "--secagg-threshold",
+        type=positive_int,
+        help="with --secagg: SecAgg+ threshold (default: a majority of a round's devices)",
+    )
     simulate.add_argument("--seed", type=int, default=defaults.SEED, help="devices' data, draws")
     simulate.add_argument("--run-dir", type=Path, help="run directory (default: new under ./runs/)")
     simulate.add_argument("--cpus", type=positive_int, help="CPUs for Ray (default: all)")
@@ -76,6 +86,8 @@ def _cmd_simulate(args: argparse.Namespace, console: Console) -> int:
         "seed": args.seed,
         "fraction": args.fraction,
         "client_dp_epsilon": args.client_dp_epsilon,
+        "secagg": args.secagg,
+        "secagg_threshold": args.secagg_threshold,
         "run_dir": args.run_dir or default_run_dir(),
     }
     if args.cpus is not None:
@@ -85,7 +97,9 @@ def _cmd_simulate(args: argparse.Namespace, console: Console) -> int:
     console.print(
         f"[bold]fedgaze simulate[/bold]: {spec.devices} devices, {spec.rounds} rounds, device "
         f"budget epsilon={spec.epsilon:g}, fraction {spec.fraction:g} per round"
-        f"{client_dp_line(settings)}; run dir {spec.run_dir}"
+        f"{client_dp_line(settings)}"
+        f"{', secure aggregation (SecAgg+)' if settings.secure_aggregation else ''}"
+        f"; run dir {spec.run_dir}"
     )
     with round_progress(console, settings, "starting the simulation engine") as on_event:
         summary = run_simulation_engine(spec, settings, on_event)

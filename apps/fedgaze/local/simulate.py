@@ -93,6 +93,9 @@ class SimulationSpec(BaseModel):
     client_dp_epsilon: float | None = Field(default=None, gt=0, allow_inf_nan=False)
     """Client-level DP of the aggregate at this epsilon per person (None: off); its noise is
     calibrated with the sampling fraction's amplification."""
+    secagg: bool = False
+    """Train rounds run SecAgg+ (:mod:`fedgaze.federation.secure`)."""
+    secagg_threshold: int | None = Field(default=None, ge=2)
     run_dir: Path
 
     @field_validator("run_dir")
@@ -112,6 +115,8 @@ class SimulationSpec(BaseModel):
             delta=self.delta,
             fraction=self.fraction,
             client_dp_epsilon=self.client_dp_epsilon,
+            secagg=self.secagg,
+            secagg_threshold=self.secagg_threshold,
             node_wait_timeout=max(60.0, 0.05 * self.devices),
             round_timeout=max(600.0, 2.0 * self.devices),
         )

@@ -257,11 +257,8 @@ def _secure_train(
     )
     failures = list(outcome.failures)
     summed = [r.examples for r, _ in outcome.reports if r.trained and r.node_id in outcome.summed]
-    if outcome.halted:
-        failures.append(
-            f"secure aggregation halted: fewer than {params.threshold} devices left in the "
-            "protocol; no aggregate this round"
-        )
+    if outcome.halted is not None:
+        failures.append(f"secure aggregation halted: {outcome.halted}; no aggregate this round")
         return Exchange(outcome.reports, failures), state, []
     if outcome.mean_update is None or not summed:
         return Exchange(outcome.reports, failures), state, []

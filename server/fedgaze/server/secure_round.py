@@ -47,6 +47,7 @@ from flwr.serverapp import Grid
 from fedgaze.federation import protocol
 from fedgaze.federation.secure import STAGE_CONFIGS, SecureAggregation
 from fedgaze.model.weights import ModelState
+from fedgaze.server.exchange import brief_reason
 
 Screen = Callable[[list[tuple[protocol.DeviceReport, Message]]], dict[int, str]]
 """Given the parsed replies of the training stage, the node ids to leave out, with reasons."""
@@ -56,13 +57,14 @@ Screen = Callable[[list[tuple[protocol.DeviceReport, Message]]], dict[int, str]]
 class SecureOutcome:
     """One secure round: the replies of the training stage (parsed, whether summed or not),
     the unmasked example-weighted mean of the summed updates (None when the round halted or
-    no summed device trained) and the devices inside the sum, and what went wrong, per node."""
+    no summed device trained) and the devices inside the sum, what went wrong, per node, and
+    why the protocol halted (None when it did not)."""
 
     reports: list[tuple[protocol.DeviceReport, Message]]
     mean_update: ModelState | None
     summed: tuple[int, ...]
     failures: list[str]
-    halted: bool
+    halted: str | None
 
 
 class _SampledOnly(Strategy):
@@ -145,7 +147,8 @@ class _StageGrid:
         if stage == Stage.COLLECT_MASKED_VECTORS:
             replies = self._screened(replies)
         self.failures += [
-            f"node {reply.metadata.src_node_id}: {stage}: {reply.error.reason}"
+            f"node {reply.metadata.src_node_id}: {stage}: "
+            f"{brief_reason(reply.error.reason or str(reply.error.code))}"
             for reply in replies
             if reply.has_error() and id(reply) not in self._left_out
         ]
@@ -189,7 +192,7 @@ class _StageGrid:
 
     def _leave_out(self, reply: Message, reason: str) -> Message:
         """An error reply in place of ``reply``: the workflow then treats its node as one that
-        dropped out after sending its masked vector."""
+        dropped out before sending its masked vector (which is not summed)."""
         node = reply.metadata.src_node_id
         self.failures.append(f"node {node}: left out of the sum: {reason}")
         error = Message(Error(code=ErrorCode.UNKNOWN, reason=reason), reply_to=reply)
@@ -210,7 +213,8 @@ def secure_round(
     """Run round ``rnd`` of SecAgg+ on ``nodes``, each sent ``content(node)`` to train on.
 
     The mean update comes back with ``state``'s names and dtypes. Raises nothing when the
-    protocol halts (too few devices left at a stage): the outcome says so.
+    protocol halts (too few devices left at a stage) or fails on what a device sent (keys or
+    shares that do not decode): the outcome says so, naming why.
     """
     strategy = _SampledOnly(grid, grid.run.run_id, nodes)
     legacy = LegacyContext(
@@ -236,10 +240,14 @@ def secure_round(
         modulus_range=params.modulus_range,
         timeout=params.timeout,
     )
-    workflow(cast(Grid, stages), legacy)
+    halted = f"fewer than {params.threshold} devices were left at a stage"
+    try:
+        workflow(cast(Grid, stages), legacy)
+    except Exception as err:  # a device's malformed keys or shares must not end the run
+        halted = f"the protocol failed on what a device sent ({type(err).__name__}: {err})"
     results = strategy.results
     if results is None:
-        return SecureOutcome(stages.reports, None, (), stages.failures, halted=True)
+        return SecureOutcome(stages.reports, None, (), stages.failures, halted)
     summed = tuple(sorted(proxy.node_id for proxy, _ in results))
     weight = sum(fit.num_examples for _, fit in results)
     mean = None
@@ -249,4 +257,4 @@ def secure_round(
             name: np.asarray(layer).reshape(np.shape(like)).astype(np.asarray(like).dtype)
             for (name, like), layer in zip(state.items(), layers, strict=True)
         }
-    return SecureOutcome(stages.reports, mean, summed, stages.failures, halted=False)
+    return SecureOutcome(stages.reports, mean, summed, stages.failures, None)
