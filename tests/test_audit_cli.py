@@ -139,6 +139,7 @@ def test_cross_check_catches_a_rolled_back_device_ledger(run_dir: Path) -> None:
     assert any(p.startswith("record 0 (line 1): hash") for d in devices for p in d.problems)
 
 
+@pytest.mark.slow  # several CLI commands over a whole run: seconds
 def test_audit_verify_export_and_budget_commands(
     run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -202,6 +203,7 @@ def test_audit_service_over_tls_and_refusals(run_dir: Path, tmp_path: Path) -> N
         serve_audit(tmp_path / "nothing", "127.0.0.1:0")
 
 
+@pytest.mark.slow  # several CLI commands over a whole run: seconds
 def test_a_recorded_canary_audit_shows_in_the_report(
     run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -38,6 +38,7 @@ def test_statement_names_unit_epsilon_delta_and_sampling() -> None:
     assert "no privacy was spent" in privacy_statement({"devices": [], "central": None})
 
 
+@pytest.mark.slow  # renders a whole HTML report with its charts: seconds
 def test_report_is_self_contained_and_flags_problems() -> None:
     evals = [{"round": 1, "accuracy": 0.6, "accuracy_personal": 0.7}]
     good = render_report(EXPORT, source="run", evaluations=evals)

@@ -177,15 +177,11 @@ def run_round(
         outcome, state, summed = _secure_train(
             grid, settings, settings.secure_aggregation, sampled, progress, book, ledger, rnd
         )
-        progress.evaluations.append(evaluation((r for r, _ in outcome.reports), rnd - 1))
-        emit(run_dir, Evaluated(progress.evaluations[-1]))
     else:
         messages = round_messages(
             sampled, state, plan, MessageType.TRAIN, rnd, behaviour=behaviour_state(settings)
         )
         outcome = exchange(grid, messages, settings.round_timeout) if messages else Exchange([], [])
-        progress.evaluations.append(evaluation((r for r, _ in outcome.reports), rnd - 1))
-        emit(run_dir, Evaluated(progress.evaluations[-1]))
         updates = accept_updates(
             outcome.reports, state, plan, book, ledger, settings, progress.devices
         )
@@ -195,6 +191,8 @@ def run_round(
             state, central = _client_dp_aggregate(state, updates, settings, denominator, rnd)
         elif updates:
             state = aggregate(updates, settings.aggregation, settings.trim_fraction)
+    progress.evaluations.append(evaluation((r for r, _ in outcome.reports), rnd - 1))
+    emit(run_dir, Evaluated(progress.evaluations[-1]))
     progress.state = state
     progress.completed = rnd
     progress.pins = ledger.pins
