@@ -303,8 +303,9 @@ def test_dropouts_leave_the_survivors_sum_and_the_wire_carries_no_update(tmp_pat
         privacy = _replayed(run_dir, settings, device_id, 1)[1]
         charged = [(e.run_id, e.round) for e in privacy.events]
         assert charged == ([] if device_id == ids[0] else [(settings.run_key, 1)]), charged
-    # The wire: the global model the server sent is readable (the search works) ...
-    assert all(any(w in p.received for w in _windows(before, np.float32)) for p in proxies)
+    # The wire: the global model the server sent to every device that reached the training
+    # stage is readable (the search works) ...
+    assert all(any(w in p.received for w in _windows(before, np.float32)) for p in proxies[1:])
     # ... but no device sent its trained weights or its update, in any float encoding.
     for proxy, device_id in zip(proxies, ids, strict=True):
         trained = first[device_id]
