@@ -32,10 +32,9 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from _results import publish  # noqa: E402
 from fedgaze.federation.secure import SecureAggregation  # noqa: E402
-from fedgaze.federation.settings import ServerSettings  # noqa: E402
 from fedgaze.local.cohort import provision_synthetic  # noqa: E402
-from fedgaze.local.launcher import launch_federation  # noqa: E402
-from wire_proxy import RecordingProxy  # noqa: E402
+from settings_factory import server_settings  # noqa: E402
+from wire_proxy import RecordingProxy, launch_recorded  # noqa: E402
 
 MARKER = "secure-aggregation"
 HEADING = "## Secure aggregation's cost (bench/secure_aggregation.py)"
@@ -45,7 +44,7 @@ def run(devices: int, rounds: int, secure: bool, base: Path) -> dict[str, Any]:
     """One local federation; its round seconds and per-device bytes per round."""
     run_dir = base / f"n{devices}-{'secagg' if secure else 'plain'}"
     nodes = provision_synthetic(run_dir / "devices", devices, 4, 100.0, 1e-5)
-    settings = ServerSettings(
+    settings = server_settings(
         run_dir=str(run_dir),
         run_key=f"bench-{uuid.uuid4().hex[:8]}",
         rounds=rounds,
@@ -54,28 +53,14 @@ def run(devices: int, rounds: int, secure: bool, base: Path) -> dict[str, Any]:
         round_timeout=300,
         hidden=16,
         noise_multiplier=1.5,
-        max_grad_norm=1.0,
         batch_size=8,
-        local_epochs=1,
         lr=0.05,
-        holdout=0.25,
         seed=4,
         secure_aggregation=SecureAggregation(threshold=devices // 2 + 1) if secure else None,
     )
     proxies: list[RecordingProxy] = []
-
-    def through_proxy(fleet: str) -> str:
-        proxies.append(RecordingProxy(fleet))
-        return proxies[-1].address
-
     t0 = time.monotonic()
-    try:
-        outcome = launch_federation(
-            run_dir, settings, nodes, secure=False, fleet_address_for_nodes=through_proxy
-        )
-    finally:
-        for p in proxies:
-            p.close()
+    outcome = launch_recorded(run_dir, settings, nodes, proxies)
     logs = outcome.server_result.rounds_log
     if len(logs) != rounds or any(log.failures for log in logs):
         raise RuntimeError(f"n={devices} secure={secure}: a round failed: {logs}")
@@ -138,14 +123,8 @@ def main(argv: list[str] | None = None) -> int:
         result["runs"] = [
             run(n, args.rounds, secure, Path(tmp)) for n in counts for secure in (False, True)
         ]
-    publish(
-        render(result),
-        result,
-        markdown=args.out,
-        json_path=args.json,
-        marker=MARKER,
-        heading=HEADING,
-    )
+    where = {"markdown": args.out, "json_path": args.json}
+    publish(render(result), result, **where, marker=MARKER, heading=HEADING)
     return 0
 
 

@@ -38,13 +38,14 @@ from fedgaze.ledger.contract import RecordKind
 from fedgaze.ledger.records import verify_sqlite
 from fedgaze.local.cohort import provision_synthetic
 from fedgaze.local.demo import FederationOptions
-from fedgaze.local.launcher import launch_federation
 from fedgaze.model.store import load_model
-from fedgaze.privacy.dp_train import DPConfig, device_round_seed, train_local
+from fedgaze.model.weights import ModelState
+from fedgaze.privacy.dp_train import DPConfig, LocalResult, device_round_seed, train_local
 from fedgaze.privacy.state import PrivacyState
 from fedgaze.server.aggregate import fedavg
 from fedgaze.server.rounds import SECURE_FEDAVG
-from wire_proxy import RecordingProxy
+from settings_factory import server_settings
+from wire_proxy import RecordingProxy, launch_recorded
 
 GLOBAL = {"w": np.arange(6, dtype=np.float32).reshape(2, 3), "b": np.ones(3, np.float32)}
 
@@ -163,35 +164,11 @@ def test_a_secure_demo_aggregates_exactly_what_plain_fedavg_would(tmp_path: Path
     assert [r["aggregation"] for r in rounds] == [SECURE_FEDAVG] * 2
     devices = sorted(p.name for p in (run_dir / "devices").iterdir())
     for rnd in (1, 2):
-        before = load_model(RunLayout(run_dir).checkpoint(rnd - 1)).state
-        after = load_model(RunLayout(run_dir).checkpoint(rnd)).state
-        updates = []
-        for device_id in devices:
-            node = _node(run_dir, device_id)
-            privacy = PrivacyState.load(DeviceLayout(Path(node.device_dir)).privacy_state)
-            if privacy.find(settings.run_key, rnd) is None:
-                continue  # did not train this round
-            rows = behaviour_rows(node, settings.holdout)
-            replayed = train_local(
-                before,
-                rows.train_X,
-                rows.train_y,
-                DPConfig.for_device(settings.plan(rnd), node.budget),
-                privacy,
-                run_id=settings.run_key,
-                round=rnd,
-                seed=device_round_seed(settings.seed, rnd, device_id),
-            )
-            assert replayed.replayed  # the device's own update, reproduced bit for bit
-            updates.append((replayed.state, replayed.examples))
-        assert len(updates) == rounds[rnd - 1]["participants"].__len__() >= 3
-        plain = fedavg(updates)
-        largest = max(float(np.max(np.abs(u[k] - before[k]))) for u, _ in updates for k in u)
-        bound = params.mean_error([n for _, n in updates], largest)
-        gap = max(float(np.max(np.abs(after[k] - plain[k]))) for k in plain)
-        moved = max(float(np.max(np.abs(after[k] - before[k]))) for k in plain)
-        assert gap <= bound + 1e-6, (rnd, gap, bound)  # float32 rounding of the sum's add
-        assert moved > 100 * bound  # the round really changed the model
+        trained = [_replayed(run_dir, settings, d, rnd)[0] for d in devices]
+        updates = [(r.state, r.examples) for r in trained if r is not None]
+        assert len(updates) == len(rounds[rnd - 1]["participants"]) >= 3
+        moved = _secure_sum_is_fedavg(run_dir, rnd, updates, params)
+        assert moved > 100 * params.mean_error([n for _, n in updates], 1.0)  # a real change
 
 
 def _windows(arrays: dict[str, np.ndarray], dtype: type, width: int = 4) -> list[bytes]:
@@ -203,7 +180,26 @@ def _windows(arrays: dict[str, np.ndarray], dtype: type, width: int = 4) -> list
     return [w for w in out if w.strip(b"\x00")]
 
 
-def _replayed(run_dir: Path, settings: ServerSettings, device_id: str, rnd: int) -> tuple:
+def _secure_sum_is_fedavg(
+    run_dir: Path, rnd: int, updates: list[tuple[ModelState, int]], params: SecureAggregation
+) -> float:
+    """Assert that the model after round ``rnd`` is plain FedAvg of ``updates`` (from the
+    model before it) within the quantization bound; return how far the round moved it."""
+    before = load_model(RunLayout(run_dir).checkpoint(rnd - 1)).state
+    after = load_model(RunLayout(run_dir).checkpoint(rnd)).state
+    plain = fedavg(updates)
+    largest = max(float(np.max(np.abs(u[k] - before[k]))) for u, _ in updates for k in u)
+    bound = params.mean_error([n for _, n in updates], largest)
+    gap = max(float(np.max(np.abs(after[k] - plain[k]))) for k in plain)
+    assert gap <= bound + 1e-6, (rnd, gap, bound)  # plus float32 rounding of the sum's add
+    return max(float(np.max(np.abs(after[k] - before[k]))) for k in plain)
+
+
+def _replayed(
+    run_dir: Path, settings: ServerSettings, device_id: str, rnd: int
+) -> tuple[LocalResult | None, PrivacyState]:
+    """Device ``device_id``'s training of round ``rnd``, replayed bit for bit from its recorded
+    noise seed (None when it did not train that round), and its accountant history."""
     node = _node(run_dir, device_id)
     privacy = PrivacyState.load(DeviceLayout(Path(node.device_dir)).privacy_state)
     if privacy.find(settings.run_key, rnd) is None:
@@ -237,7 +233,7 @@ def test_dropouts_leave_the_survivors_sum_and_the_wire_carries_no_update(tmp_pat
     run_dir = tmp_path / "run"
     nodes = provision_synthetic(run_dir / "devices", 5, 4, 20.0, 1e-5)
     params = SecureAggregation(threshold=3, timeout=15.0)
-    settings = ServerSettings(
+    settings = server_settings(
         run_dir=str(run_dir),
         run_key=f"secagg-{uuid.uuid4().hex[:8]}",
         rounds=3,
@@ -246,37 +242,19 @@ def test_dropouts_leave_the_survivors_sum_and_the_wire_carries_no_update(tmp_pat
         round_timeout=30,
         hidden=16,
         noise_multiplier=1.5,
-        max_grad_norm=1.0,
-        batch_size=8,
-        local_epochs=1,
-        lr=0.05,
-        holdout=0.25,
         seed=4,
         secure_aggregation=params,
     )
-    cuts = [b"collect_masked_vectors", b"unmask", None, None, None]
     proxies: list[RecordingProxy] = []
-
-    def through_proxy(fleet: str) -> str:
-        proxies.append(RecordingProxy(fleet, cut_at=cuts[len(proxies)]))
-        return proxies[-1].address
 
     def third_device_dies_in_round_2(event: object) -> None:
         if isinstance(event, RoundDone) and event.log.round == 1:
             proxies[2].cut_at = b"share_keys"
 
-    try:
-        outcome = launch_federation(
-            run_dir,
-            settings,
-            nodes,
-            secure=False,
-            fleet_address_for_nodes=through_proxy,
-            on_event=third_device_dies_in_round_2,
-        )
-    finally:
-        for p in proxies:
-            p.close()
+    cuts = [b"collect_masked_vectors", b"unmask"]
+    outcome = launch_recorded(
+        run_dir, settings, nodes, proxies, cuts, on_event=third_device_dies_in_round_2
+    )
     result = outcome.server_result
     ids = [n.device_id for n in nodes]
     logs = result.rounds_log
@@ -287,13 +265,9 @@ def test_dropouts_leave_the_survivors_sum_and_the_wire_carries_no_update(tmp_pat
     assert any("unmask" in f for f in logs[0].failures), logs[0].failures
     first = {d: _replayed(run_dir, settings, d, 1)[0] for d in ids}
     assert first[ids[0]] is None and all(first[d] is not None for d in ids[1:])
+    _secure_sum_is_fedavg(run_dir, 1, [(r.state, r.examples) for r in first.values() if r], params)
     before = load_model(RunLayout(run_dir).checkpoint(0)).state
     after = load_model(RunLayout(run_dir).checkpoint(1)).state
-    updates = [(r.state, r.examples) for d, r in first.items() if r is not None]
-    plain = fedavg(updates)
-    largest = max(float(np.max(np.abs(u[k] - before[k]))) for u, _ in updates for k in u)
-    bound = params.mean_error([n for _, n in updates], largest)
-    assert max(float(np.max(np.abs(after[k] - plain[k]))) for k in plain) <= bound + 1e-6
     # Rounds 2 and 3: too few devices left; the model stays, nobody is charged.
     for log in logs[1:]:
         assert log.train_devices == 0 and any("aggregation halted" in f for f in log.failures), log

@@ -19,8 +19,7 @@ from fedgaze.client.device.store import load_device, save_device
 from fedgaze.data.schema import Samples
 from fedgaze.federation.settings import ServerSettings
 from fedgaze.local.cohort import provision_synthetic
-from fedgaze.local.launcher import launch_federation
-from wire_proxy import RecordingProxy
+from wire_proxy import RecordingProxy, launch_recorded
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(420)]
 
@@ -97,18 +96,7 @@ def test_no_raw_sample_or_text_leaves_the_device(tmp_path: Path) -> None:
         seed=1,
     )
     proxies: list[RecordingProxy] = []
-
-    def through_proxy(fleet: str) -> str:
-        proxies.append(RecordingProxy(fleet))
-        return proxies[-1].address
-
-    try:
-        outcome = launch_federation(
-            run_dir, settings, nodes, secure=False, fleet_address_for_nodes=through_proxy
-        )
-    finally:
-        for p in proxies:
-            p.close()
+    outcome = launch_recorded(run_dir, settings, nodes, proxies)
     assert outcome.server_result.rounds_completed == 2
     assert proxies, "the SuperNodes did not go through the proxy"
     sent = b"".join(bytes(p.sent) for p in proxies)

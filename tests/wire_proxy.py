@@ -13,6 +13,12 @@ from __future__ import annotations
 import contextlib
 import socket
 import threading
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from fedgaze.federation.events import ProgressEvent
+from fedgaze.federation.settings import NodeSettings, ServerSettings
+from fedgaze.local.launcher import FederationOutcome, launch_federation
 
 
 class RecordingProxy:
@@ -99,3 +105,33 @@ class RecordingProxy:
         self._listener.close()
         for t in [self._accept, *self._threads]:
             t.join(timeout=5)
+
+
+def launch_recorded(
+    run_dir: Path,
+    settings: ServerSettings,
+    nodes: Sequence[NodeSettings],
+    proxies: list[RecordingProxy],
+    cuts: Sequence[bytes | None] = (),
+    on_event: Callable[[ProgressEvent], None] | None = None,
+) -> FederationOutcome:
+    """A local federation with TLS off and SuperNode ``i`` behind its own proxy, appended to
+    ``proxies`` as it starts (with ``cut_at=cuts[i]`` where given); all closed at the end."""
+
+    def through_proxy(fleet: str) -> str:
+        i = len(proxies)
+        proxies.append(RecordingProxy(fleet, cut_at=cuts[i] if i < len(cuts) else None))
+        return proxies[-1].address
+
+    try:
+        return launch_federation(
+            run_dir,
+            settings,
+            nodes,
+            on_event=on_event,
+            secure=False,
+            fleet_address_for_nodes=through_proxy,
+        )
+    finally:
+        for proxy in proxies:
+            proxy.close()
