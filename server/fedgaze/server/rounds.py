@@ -60,6 +60,7 @@ from fedgaze.server.labels import run_labels_round
 from fedgaze.server.ledger import CentralRound, RoundBook, ServerLedger, ledger_progress
 from fedgaze.server.progress import emit
 from fedgaze.server.secure_round import secure_round
+from fedgaze.server.validate import update_norm
 
 
 def evaluation(
@@ -261,9 +262,7 @@ def _secure_train(
     if outcome.mean_update is None or not summed:
         return Exchange(outcome.reports, failures), state, []
     new = {k: (v + outcome.mean_update[k]).astype(v.dtype) for k, v in state.items()}
-    norm = float(
-        np.sqrt(sum(np.sum(np.square(u, dtype=np.float64)) for u in outcome.mean_update.values()))
-    )
+    norm = update_norm(new, state)
     if not all(np.all(np.isfinite(v)) for v in new.values()) or (
         settings.max_update_norm is not None and norm > settings.max_update_norm
     ):
