@@ -161,6 +161,9 @@ def test_a_device_the_trainer_does_not_serve_is_refused(
 
 @pytest.mark.integration
 def test_the_trainer_folder_is_private_and_cleaned_up(device: NodeSettings, folder: Path) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    torn = folder / ".trainer.key.k1ll3d.tmp"  # what a trainer killed mid-write leaves
+    torn.write_bytes(b"half")
     proc = _start(folder, device.device_dir)
     try:
         assert stat.S_IMODE(folder.stat().st_mode) == 0o700
@@ -171,6 +174,7 @@ def test_the_trainer_folder_is_private_and_cleaned_up(device: NodeSettings, fold
         _stop(proc)
     assert proc.returncode == 0
     assert not (folder / "trainer.sock").exists() and not (folder / "trainer.key").exists()
+    assert list(folder.iterdir()) == []
 
 
 @pytest.mark.integration

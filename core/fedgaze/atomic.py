@@ -39,6 +39,15 @@ def _replacing(path: str | Path, text: bool) -> Iterator[IO[Any]]:
     _fsync_dir(target.parent)
 
 
+def remove_leftovers(path: str | Path) -> None:
+    """Remove the temporary files a writer of ``path`` left when it was killed mid-write.
+
+    Call only where no other writer of ``path`` can be running (its own private folder)."""
+    target = Path(path)
+    for leftover in target.parent.glob(f".{target.name}.*.tmp"):
+        leftover.unlink(missing_ok=True)
+
+
 def text_replacing(path: str | Path) -> AbstractContextManager[IO[str]]:
     """A UTF-8 text file that replaces ``path`` only when the block completes without error
     (written to a synced temporary file beside it and renamed, as :func:`write_bytes_atomic`)."""

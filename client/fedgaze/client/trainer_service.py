@@ -33,7 +33,7 @@ from types import FrameType
 
 from flwr.app import RecordDict
 
-from fedgaze.atomic import write_bytes_atomic
+from fedgaze.atomic import remove_leftovers, write_bytes_atomic
 from fedgaze.client.trainer_channel import (
     KEY_BYTES,
     TrainerFolder,
@@ -86,12 +86,14 @@ class Trainer:
 
 
 def open_listener(where: TrainerFolder) -> Listener:
-    """Make the folder private, write a fresh key, and listen on the socket (a stale one goes)."""
+    """Make the folder private, write a fresh key, and listen on the socket (a stale socket, and a
+    key half-written by a trainer killed at its start, go)."""
     where.check()
     where.folder.mkdir(parents=True, exist_ok=True)
     os.chmod(where.folder, 0o700)
     key = secrets.token_bytes(KEY_BYTES)
     where.socket.unlink(missing_ok=True)
+    remove_leftovers(where.key)
     write_bytes_atomic(where.key, key)
     listener = Listener(str(where.socket), family="AF_UNIX", authkey=key)
     os.chmod(where.socket, 0o600)
