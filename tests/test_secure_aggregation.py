@@ -18,7 +18,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from flwr.app import ConfigRecord, MetricRecord, RecordDict
+from flwr.app import ConfigRecord, Message, MessageType, MetricRecord, RecordDict
+from flwr.common.secure_aggregation.secaggplus_constants import Key, Stage
 
 from fedgaze.client.device.layout import DeviceLayout
 from fedgaze.client.device.store_crypto import KEY_FILE
@@ -30,6 +31,7 @@ from fedgaze.federation.rundir import RunLayout
 from fedgaze.federation.secure import (
     FITRES_ARRAYS,
     FITRES_EXAMPLES,
+    STAGE_CONFIGS,
     SecureAggregation,
     secure_reply,
 )
@@ -44,6 +46,8 @@ from fedgaze.privacy.dp_train import DPConfig, LocalResult, device_round_seed, t
 from fedgaze.privacy.state import PrivacyState
 from fedgaze.server.aggregate import fedavg
 from fedgaze.server.rounds import SECURE_FEDAVG
+from fedgaze.server.secure_round import _StageGrid
+from flaky_grid import FlakyGrid
 from settings_factory import server_settings
 from wire_proxy import RecordingProxy, launch_recorded
 
@@ -120,6 +124,24 @@ def test_the_default_threshold_is_a_majority_of_a_round(tmp_path: Path) -> None:
     assert settings.secure_aggregation.threshold == 6
     again = ServerSettings.from_run_config(settings.to_run_config())  # through Flower's config
     assert again.secure_aggregation == settings.secure_aggregation
+
+
+@pytest.mark.usefixtures("task_identity")
+@pytest.mark.parametrize(("stage", "resent"), [(Stage.SETUP, True), (Stage.SHARE_KEYS, False)])
+def test_only_the_setup_stage_goes_again_to_a_device_that_comes_back(
+    stage: str, resent: bool
+) -> None:
+    """After a SuperLink restart devices come back with backoff: the setup stage (nothing shared
+    yet) is sent again; a later stage is not, and the device that missed it is named."""
+    grid = FlakyGrid([1, 2, 3], flaky=2, drops=1, away_polls=3)
+    stages = _StageGrid(grid, lambda replies: {}, poll=0.01)  # type: ignore[arg-type]
+    content = RecordDict({STAGE_CONFIGS: ConfigRecord({Key.STAGE: stage})})
+    sent = [Message(content, dst_node_id=n, message_type=MessageType.TRAIN) for n in (1, 2, 3)]
+    replies = stages.send_and_receive(sent, timeout=5.0)
+    answered = sorted(r.metadata.src_node_id for r in replies if not r.has_error())
+    assert answered == ([1, 2, 3] if resent else [1, 3])
+    assert grid.pushed.count(2) == (2 if resent else 1)
+    assert stages.failures == ([] if resent else [f"node 2: {stage}: Node Unavailable"])
 
 
 def _node(run_dir: Path, device_id: str) -> NodeSettings:

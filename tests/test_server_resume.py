@@ -1,6 +1,7 @@
 """The whole server (``fedgaze server start``, its SuperLink and ServerApp) killed mid-run and
 continued with ``--resume``: every round is committed exactly once, devices are charged once
-per round, and every ledger verifies. Real processes, TLS and SuperNode authentication."""
+per round, and every ledger verifies. Real processes, TLS and SuperNode authentication; with
+plain rounds (two devices) and with secure aggregation (three devices, threshold 2)."""
 
 from __future__ import annotations
 
@@ -39,8 +40,12 @@ def _events(run_dir: Path) -> list[dict[str, object]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def _write_config(path: Path, run_dir: Path, creds: CredentialPaths, ports: list[int]) -> None:
-    keys = ", ".join(json.dumps(str(creds.device_public_keys[k])) for k in ("d0", "d1"))
+def _write_config(
+    path: Path, run_dir: Path, creds: CredentialPaths, ports: list[int], secure: bool
+) -> None:
+    names = sorted(creds.device_public_keys)
+    keys = ", ".join(json.dumps(str(creds.device_public_keys[k])) for k in names)
+    secagg = "\n[secure_aggregation]\nthreshold = 2\ntimeout = 60.0\n" if secure else ""
     path.write_text(
         f"""run_dir = {json.dumps(str(run_dir))}
 
@@ -59,14 +64,14 @@ device_keys = [{keys}]
 
 [federation]
 rounds = {ROUNDS}
-min_nodes = 2
+min_nodes = {len(names)}
 node_wait_timeout = 120
 round_timeout = 45
 run_timeout = 400
 
 [privacy]
 epsilon = 8.0
-""",
+{secagg}""",
         encoding="utf-8",
     )
 
@@ -83,21 +88,26 @@ def _kill_server(run_dir: Path) -> None:
         time.sleep(0.2)
 
 
-@pytest.fixture
-def devices(tmp_path: Path) -> Iterator[tuple[Supervisor, Path, Path, Callable[[], None]]]:
-    """The run's config and a way to start its two devices (SuperNodes with TLS and their
-    authentication keys), which keep running while the server is killed and restarted."""
+@pytest.fixture(params=[False, True], ids=["plain", "secure-aggregation"])
+def devices(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> Iterator[tuple[Supervisor, Path, Path, Callable[[], None]]]:
+    """The run's config and a way to start its devices (SuperNodes with TLS and their
+    authentication keys), which keep running while the server is killed and restarted: two,
+    or three with secure aggregation (whose rounds need more devices than the threshold)."""
+    secure = bool(request.param)
+    count = 3 if secure else 2
     run_dir = tmp_path / "run"
-    creds = provision_credentials(tmp_path / "certs", ["d0", "d1"])
+    creds = provision_credentials(tmp_path / "certs", [f"d{i}" for i in range(count)])
     config = tmp_path / "server.toml"
     ports = free_ports(3)
-    _write_config(config, run_dir, creds, ports)
-    nodes = provision_synthetic(run_dir / "devices", 2, seed=1, epsilon_budget=8.0, delta=1e-5)
+    _write_config(config, run_dir, creds, ports, secure)
+    nodes = provision_synthetic(run_dir / "devices", count, seed=1, epsilon_budget=8.0, delta=1e-5)
     with Supervisor(tmp_path / "device_logs") as sup:
 
         def start_devices() -> None:
             env = child_env(tmp_path / "device_flwr_home")
-            for i, (node, runtime_port) in enumerate(zip(nodes, free_ports(2), strict=True)):
+            for i, (node, runtime_port) in enumerate(zip(nodes, free_ports(count), strict=True)):
                 argv = supernode_command(
                     f"127.0.0.1:{ports[0]}",
                     runtime_port,
@@ -171,7 +181,7 @@ def test_server_killed_mid_run_resumes_without_losing_or_repeating_a_round(
     # Every round aggregated someone's update. After the restart a device may miss a round:
     # SuperNodes reconnect with a random backoff, and Flower 1.39 was seen to hold a
     # reconnected SuperNode's reply until its next message arrived.
-    assert result["rounds_log"][0]["train_devices"] == 2
+    assert result["rounds_log"][0]["train_devices"] == len(list((run_dir / "devices").iterdir()))
     assert all(r["train_devices"] >= 1 for r in result["rounds_log"]), result["rounds_log"]
 
     server_ledger = verify_sqlite(run_dir / SERVER_LEDGER_FILE)
@@ -182,6 +192,9 @@ def test_server_killed_mid_run_resumes_without_losing_or_repeating_a_round(
     ] * (ROUNDS - before.last_round)
     resume = next(r for r in server_ledger.records if r.kind == "run-resume")
     assert resume.body["after_round"] == before.last_round
+    secure = server_ledger.records[0].body["settings"]["secure_aggregation"] is not None
+    rules = {r.body["aggregation"] for r in server_ledger.records if r.kind == "server-round"}
+    assert rules == {"secagg+-fedavg" if secure else "fedavg"}
 
     run_key = server_ledger.records[0].body["settings"]["run_key"]
     accepted = {

@@ -112,24 +112,33 @@ def _resend(msg: Message) -> Message:
     )
 
 
-def exchange(
+@dataclass(frozen=True)
+class Delivery:
+    """What pushing messages and pulling their replies gave: each reply with the node it came
+    for (a SuperLink's own error reply names itself as its source), and why each node that
+    gave none did not (not pushed, unavailable and not back, or silent)."""
+
+    replies: list[tuple[int, Message]]
+    missing: dict[int, str]
+
+
+def push_and_pull(
     grid: Grid,
     messages: list[Message],
     timeout: float,
     poll: float = 0.25,
     max_resends: int = 3,
-) -> Exchange:
+) -> Delivery:
     """Push ``messages``, collect replies until all arrive or ``timeout`` seconds pass.
 
     Like ``Grid.send_and_receive`` but polling every ``poll`` seconds instead of Flower's fixed
-    3 s (which dominates round time for small models), and naming the destination node of every
-    error reply, malformed reply and missing reply.
+    3 s (which dominates round time for small models), and keeping the destination of every
+    reply.
 
     A device whose connection dropped (Flower answers "Node Unavailable" when its heartbeats
     stop) gets the message again, up to ``max_resends`` times, as soon as it is back online
     within the timeout: after a SuperLink restart (``--resume``) devices reconnect with backoff,
-    and a device that briefly lost its network should not miss the round. A device replays a
-    round it was already charged for, so a resend costs it nothing.
+    and a device that briefly lost its network should not miss the round.
     """
     deadline = time.monotonic() + timeout
     node_of: dict[str, int] = {}
@@ -150,7 +159,7 @@ def exchange(
 
     push(messages)
     pending = set(node_of)
-    replies: list[Message] = []
+    replies: list[tuple[int, Message]] = []
     unavailable: dict[int, str] = {}
     while pending or away:
         for msg in grid.pull_messages(pending) if pending else []:
@@ -164,7 +173,7 @@ def exchange(
                 away.add(node)
                 unavailable[node] = msg.error.reason or "Node Unavailable"
                 continue
-            replies.append(msg)
+            replies.append((node, msg))
         if away:
             back = away & set(grid.get_node_ids())
             if back:
@@ -178,10 +187,29 @@ def exchange(
         if time.monotonic() >= deadline or not (pending or away):
             break
         time.sleep(poll)
+    missing = {node: "message could not be pushed to the SuperLink" for node in unsent}
+    missing.update(
+        (node, f"{unavailable.get(node, 'unavailable')} (not back within {timeout:.0f} s)")
+        for node in away
+    )
+    missing.update((node_of[mid], f"no reply within {timeout:.0f} s") for mid in pending)
+    return Delivery(replies, missing)
+
+
+def exchange(
+    grid: Grid,
+    messages: list[Message],
+    timeout: float,
+    poll: float = 0.25,
+    max_resends: int = 3,
+) -> Exchange:
+    """Push ``messages`` and collect their replies (:func:`push_and_pull`), naming the
+    destination node of every error, malformed or missing reply. A device replays a round it
+    was already charged for, so a resend costs it nothing."""
+    delivery = push_and_pull(grid, messages, timeout, poll, max_resends)
     reports: list[tuple[protocol.DeviceReport, Message]] = []
-    failures = [f"node {node}: message could not be pushed to the SuperLink" for node in unsent]
-    for msg in replies:
-        node = node_of.get(msg.metadata.reply_to_message_id, msg.metadata.src_node_id)
+    failures = [f"node {node}: {why}" for node, why in delivery.missing.items()]
+    for node, msg in delivery.replies:
         if msg.has_error():
             failures.append(f"node {node}: {brief_reason(msg.error.reason or str(msg.error.code))}")
             continue
@@ -189,9 +217,4 @@ def exchange(
             reports.append((protocol.parse_report(msg), msg))
         except (ValueError, KeyError) as err:
             failures.append(f"node {node}: malformed reply ({err})")
-    failures.extend(
-        f"node {node}: {unavailable.get(node, 'unavailable')} (not back within {timeout:.0f} s)"
-        for node in sorted(away)
-    )
-    failures.extend(f"node {node_of[mid]}: no reply within {timeout:.0f} s" for mid in pending)
     return Exchange(reports, failures)

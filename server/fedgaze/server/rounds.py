@@ -14,6 +14,7 @@ round's).
 
 from __future__ import annotations
 
+import contextlib
 import random
 import secrets
 import time
@@ -51,6 +52,7 @@ from fedgaze.server.checkpoints import (
 )
 from fedgaze.server.exchange import (
     Exchange,
+    NotEnoughNodes,
     exchange,
     round_content,
     round_messages,
@@ -171,7 +173,7 @@ def run_round(
     t0 = time.monotonic()
     plan = settings.plan(rnd)
     state = progress.state
-    sampled = sample_nodes(sorted(grid.get_node_ids()), settings.fraction, random.SystemRandom())
+    sampled = sample_nodes(_connected(grid, settings), settings.fraction, random.SystemRandom())
     book = RoundBook()
     central = None
     if settings.secure_aggregation is not None:
@@ -218,6 +220,16 @@ def run_round(
         DeviceEpsilon(d.device_id, d.epsilon, d.status) for d in progress.devices.values()
     )
     emit(run_dir, RoundDone(progress.rounds[-1], devices))
+
+
+def _connected(grid: Grid, settings: ServerSettings) -> list[int]:
+    """The devices connected now; a secure round first waits, bounded by the node wait, until
+    it has more than its threshold (after a SuperLink restart devices reconnect with backoff)."""
+    params = settings.secure_aggregation
+    if params is not None:
+        with contextlib.suppress(NotEnoughNodes):
+            return wait_for_nodes(grid, params.threshold + 1, settings.node_wait_timeout)
+    return sorted(grid.get_node_ids())
 
 
 SECURE_FEDAVG = "secagg+-fedavg"

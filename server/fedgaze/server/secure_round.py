@@ -24,7 +24,6 @@ devices left at any stage halt the round: no aggregate, and nothing partial.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
@@ -47,7 +46,7 @@ from flwr.serverapp import Grid
 from fedgaze.federation import protocol
 from fedgaze.federation.secure import STAGE_CONFIGS, SecureAggregation
 from fedgaze.model.weights import ModelState
-from fedgaze.server.exchange import brief_reason
+from fedgaze.server.exchange import brief_reason, push_and_pull
 
 Screen = Callable[[list[tuple[protocol.DeviceReport, Message]]], dict[int, str]]
 """Given the parsed replies of the training stage, the node ids to leave out, with reasons."""
@@ -124,8 +123,9 @@ class _Workflow(SecAggPlusWorkflow):
 
 
 class _StageGrid:
-    """The round's grid for the workflow: Flower's ``send_and_receive`` with a short poll, the
-    training stage's replies parsed and screened, and every stage's failures named."""
+    """The round's grid for the workflow: Flower's ``send_and_receive`` with a short poll (and
+    the setup stage sent again to a device that comes back), the training stage's replies parsed
+    and screened, and every stage's failures named."""
 
     def __init__(self, grid: Grid, screen: Screen, poll: float) -> None:
         self._grid, self._screen, self._poll = grid, screen, poll
@@ -143,32 +143,22 @@ class _StageGrid:
         if not batch:
             return []
         stage = str(batch[0].content.config_records[STAGE_CONFIGS][Key.STAGE])
-        replies = self._collect(batch, timeout, stage)
+        # Only the setup stage is sent again to a device that comes back (after a SuperLink
+        # restart devices reconnect with backoff): nothing has been shared yet, and a device
+        # that misses a later stage has lost its place in the protocol.
+        resends = 3 if stage == Stage.SETUP else 0
+        wait = timeout if timeout is not None else 3600.0
+        delivery = push_and_pull(self._grid, batch, wait, self._poll, resends)
+        self.failures += [f"node {node}: {stage}: {why}" for node, why in delivery.missing.items()]
+        replies = [reply for _, reply in delivery.replies]
         if stage == Stage.COLLECT_MASKED_VECTORS:
             replies = self._screened(replies)
+        node_of = {id(reply): node for node, reply in delivery.replies}
         self.failures += [
-            f"node {reply.metadata.src_node_id}: {stage}: "
+            f"node {node_of.get(id(reply), reply.metadata.src_node_id)}: {stage}: "
             f"{brief_reason(reply.error.reason or str(reply.error.code))}"
             for reply in replies
             if reply.has_error() and id(reply) not in self._left_out
-        ]
-        return replies
-
-    def _collect(self, batch: list[Message], timeout: float | None, stage: str) -> list[Message]:
-        wait = timeout if timeout is not None else 3600.0
-        deadline = time.monotonic() + wait
-        ids = self._grid.push_messages(batch)
-        sent = {mid: m.metadata.dst_node_id for mid, m in zip(ids, batch, strict=True) if mid}
-        pending = set(sent)
-        replies: list[Message] = []
-        while pending and time.monotonic() < deadline:
-            for reply in self._grid.pull_messages(list(pending)):
-                pending.discard(reply.metadata.reply_to_message_id)
-                replies.append(reply)
-            if pending:
-                time.sleep(self._poll)
-        self.failures += [
-            f"node {sent[mid]}: {stage}: no reply within {wait:.0f} s" for mid in pending
         ]
         return replies
 
