@@ -44,10 +44,11 @@ def test_import_contracts_hold() -> None:
     assert "0 broken" in proc.stdout
 
 
-def _loaded_after_import(module: str) -> set[str]:
-    """The top-level packages a fresh interpreter holds after importing ``module``."""
+def _loaded_after_import(module: str, then: str = "pass") -> set[str]:
+    """The top-level packages a fresh interpreter holds after importing ``module`` (and running
+    the statements ``then``)."""
     code = (
-        f"import json, sys, {module}; "
+        f"import json, sys, {module}; {then}; "
         "print(json.dumps(sorted({m.split('.')[0] for m in sys.modules})))"
     )
     proc = subprocess.run(
@@ -72,6 +73,17 @@ def test_the_clientapp_process_loads_no_training_stack() -> None:
 def test_the_client_agent_loads_no_torch() -> None:
     loaded = _loaded_after_import("fedgaze.client.agent.commands")
     assert not loaded & {"torch", "opacus", "polars"}, loaded
+
+
+def test_planning_a_run_loads_no_torch() -> None:
+    """``fedgaze demo`` and ``train`` plan the noise before any process starts: Opacus' RDP
+    analysis without the rest of Opacus, and no ``dp_accounting`` without client-level DP."""
+    loaded = _loaded_after_import(
+        "fedgaze.local.demo",
+        "from fedgaze.privacy.accounting import calibrate_noise_multiplier as c; "
+        "c(8.0, rounds=3, local_epochs=1, delta=1e-5)",
+    )
+    assert not loaded & {"torch", "opacus", "dp_accounting", "matplotlib"}, loaded
 
 
 def test_no_source_file_is_over_the_line_limit() -> None:

@@ -6,6 +6,8 @@ import itertools
 import json
 import logging
 import math
+import subprocess
+import sys
 import warnings
 from pathlib import Path
 
@@ -107,6 +109,20 @@ def test_epsilon_for_matches_dp_accounting(history):
     assert epsilon_for(history, DELTA, "prv") == pytest.approx(
         google_epsilon(history, DELTA, pld=True), rel=PRV_REL_TOL
     )
+
+
+def test_accounting_without_opacus_imported_gives_the_same_epsilon():
+    """A process that has not imported Opacus loads only its RDP analysis file (no torch);
+    the numbers are those of the package's own module."""
+    history = [(0.8, 0.25, 4), (1.5, 0.1, 10)]
+    code = (
+        "import sys; from fedgaze.privacy.accounting import epsilon_for as e; "
+        f"print(repr(e({history!r}, {DELTA!r})), 'opacus' in sys.modules)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
+    )
+    assert out.stdout.split() == [repr(epsilon_for(history, DELTA)), "False"]
 
 
 def test_epsilon_grows_with_rounds():

@@ -33,6 +33,7 @@ from fedgaze.security.certs import (
 )
 from fedgaze.server.superlink import (
     CONNECTION,
+    FederationFailed,
     SuperLinkAddresses,
     register_supernodes,
     start_superlink,
@@ -168,7 +169,7 @@ def link(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Link]:
     env = child_env(run_dir / "flwr_home")
     with Supervisor(run_dir / "logs") as sup:
         _, addresses, _ = start_superlink(sup, run_dir, env, creds, 60.0)
-        register_supernodes(sup, env, [creds.device_public_keys["a"]])
+        register_supernodes(addresses, creds.ca_cert, [creds.device_public_keys["a"]])
         yield Link(sup, env, creds, addresses, run_dir)
 
 
@@ -213,6 +214,26 @@ def test_unregistered_device_is_refused(link: Link) -> None:
     # Only the registered device is known, and it never came online.
     nodes = _nodes(link)
     assert len(nodes) == 1 and nodes[0]["status"] != "online"
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(120)
+def test_a_registration_that_fails_names_the_key_and_why(link: Link, tmp_path: Path) -> None:
+    known = link.creds.device_public_keys["a"]
+    with pytest.raises(FederationFailed, match=r"a\.pub failed: HTTP 412 .*already in use"):
+        register_supernodes(link.addresses, link.creds.ca_cert, [known])
+    # A restarted server registers its keys again: a key the SuperLink holds counts.
+    assert register_supernodes(link.addresses, link.creds.ca_cert, [known], existing_ok=True) == [
+        "registered earlier"
+    ]
+    bogus = tmp_path / "bogus.pub"
+    bogus.write_text("ssh-rsa not-a-key\n")
+    with pytest.raises(FederationFailed, match=r"bogus\.pub"):
+        register_supernodes(link.addresses, link.creds.ca_cert, [bogus])
+    stranger = provision_credentials(tmp_path / "other", ["x"])
+    with pytest.raises(FederationFailed, match="did not answer"):
+        register_supernodes(link.addresses, stranger.ca_cert, [known])
+    assert len(_nodes(link)) == 1  # nothing was added
 
 
 @pytest.mark.integration
@@ -266,7 +287,7 @@ def test_revoked_device_is_refused(tmp_path: Path) -> None:
     env = child_env(tmp_path / "flwr_home")
     with Supervisor(tmp_path / "logs") as sup:
         _, addresses, _ = start_superlink(sup, tmp_path, env, creds, 60.0)
-        (node_id,) = register_supernodes(sup, env, [creds.device_public_keys["c"]])
+        (node_id,) = register_supernodes(addresses, creds.ca_cert, [creds.device_public_keys["c"]])
         revoke = subprocess.run(
             [flower_executable("flwr"), "supernode", "unregister", node_id, CONNECTION],
             capture_output=True,

@@ -95,20 +95,20 @@ def launch_federation(
     # A fresh CA, SuperLink certificate and one authentication key pair per device.
     creds = provision_credentials(layout.certs, key_names) if secure else None
     with ExitStack() as stack, Supervisor(layout.logs) as sup:
+        if warm_trainer:  # first: it loads torch and Opacus while the SuperLink starts
+            nodes = _with_trainer(
+                sup,
+                nodes,
+                env,
+                Path(stack.enter_context(TemporaryDirectory(prefix="fedgaze-trainer-"))),
+            )
         superlink, addresses, superlink_argv = start_superlink(
             sup, run_dir, env, creds, limits.superlink_ready
         )
         registered: list[str] = []
         if creds is not None:
             registered = register_supernodes(
-                sup, env, [creds.device_public_keys[k] for k in key_names]
-            )
-        if warm_trainer:
-            nodes = _with_trainer(
-                sup,
-                nodes,
-                env,
-                Path(stack.enter_context(TemporaryDirectory(prefix="fedgaze-trainer-"))),
+                addresses, creds.ca_cert, [creds.device_public_keys[k] for k in key_names]
             )
         node_ports = free_ports(len(nodes))
         supernodes = []

@@ -8,14 +8,16 @@ across rounds and process restarts as long as the history is persisted (see ``st
 
 from __future__ import annotations
 
+import importlib.util
 import math
+import sys
 import warnings
 from collections.abc import Iterable, Sequence
-from functools import lru_cache
+from functools import cache, lru_cache
+from pathlib import Path
+from types import ModuleType
 
 import numpy as np
-from opacus.accountants import PRVAccountant
-from opacus.accountants.analysis import rdp as rdp_analysis
 
 from fedgaze.privacy.label_dp import label_rdp
 from fedgaze.privacy.params import AccountantName
@@ -84,6 +86,32 @@ def merge_history(history: Iterable[Sequence[float]]) -> list[HistoryEntry]:
     return [(s, q, k) for (s, q), k in totals.items() if k > 0]
 
 
+@cache
+def opacus_rdp() -> ModuleType:
+    """Opacus' RDP analysis, ``opacus/accountants/analysis/rdp.py`` (``compute_rdp``,
+    ``get_privacy_spent``).
+
+    That module needs only numpy and scipy, but importing it through the ``opacus`` package
+    first imports torch and the rest of Opacus (about 3 s of CPU), which accounting alone
+    (planning a run, auditing a ledger, a device's status) never uses. So where Opacus is not
+    imported yet, the module is loaded from its file on its own; it is the same code either way.
+    """
+    if "opacus" not in sys.modules:
+        package = importlib.util.find_spec("opacus")  # finds the package without importing it
+        if package is not None and package.submodule_search_locations:
+            path = Path(next(iter(package.submodule_search_locations)))
+            spec = importlib.util.spec_from_file_location(
+                "fedgaze.privacy._opacus_rdp", path / "accountants" / "analysis" / "rdp.py"
+            )
+            if spec is not None and spec.loader is not None:
+                module = importlib.util.module_from_spec(spec)
+                spec.loader.exec_module(module)
+                return module
+    from opacus.accountants.analysis import rdp
+
+    return rdp
+
+
 @lru_cache(maxsize=4096)
 def _rdp_per_step(noise_multiplier: float, sample_rate: float) -> np.ndarray:
     """RDP of one Poisson-subsampled Gaussian step at every order of :data:`RDP_ORDERS`.
@@ -93,7 +121,7 @@ def _rdp_per_step(noise_multiplier: float, sample_rate: float) -> np.ndarray:
     cached (read-only) and scaled by the step count, which gives bit-identical results.
     """
     vec = np.asarray(
-        rdp_analysis.compute_rdp(
+        opacus_rdp().compute_rdp(
             q=sample_rate, noise_multiplier=noise_multiplier, steps=1, orders=list(RDP_ORDERS)
         ),
         dtype=np.float64,
@@ -113,7 +141,7 @@ def _rdp_epsilon(
     )
     if label_epsilon is not None:
         total = total + label_rdp(label_epsilon, RDP_ORDERS)
-    eps, _ = rdp_analysis.get_privacy_spent(orders=list(RDP_ORDERS), rdp=total, delta=delta)
+    eps, _ = opacus_rdp().get_privacy_spent(orders=list(RDP_ORDERS), rdp=total, delta=delta)
     return float(eps)
 
 
@@ -147,6 +175,8 @@ def epsilon_for(
         if accountant == "rdp":
             return _rdp_epsilon(merged, delta)
         if accountant == "prv":
+            from opacus.accountants import PRVAccountant
+
             prv = PRVAccountant()
             prv.history = merged
             with np.errstate(divide="ignore"):  # log(1 - q) = -inf at q = 1 is handled

@@ -10,7 +10,8 @@ and the epsilon holds against anyone who sees the released models (other devices
 not against the server that adds the noise.
 
 Accounting uses Google's ``dp_accounting`` (RDP, and PLD for a tighter number), never a
-hand-written bound.
+hand-written bound; it is imported on first use (with scipy's signal and stats packages it costs
+about 1 s of CPU, which runs without client-level DP never need).
 """
 
 from __future__ import annotations
@@ -18,10 +19,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-import dp_accounting
 from pydantic import BaseModel, ConfigDict, Field
+
+if TYPE_CHECKING:
+    import dp_accounting
 
 CentralAccountant = Literal["rdp", "pld"]
 
@@ -57,6 +60,8 @@ def quiet_absl() -> Iterator[None]:
 
 
 def _event(noise_multiplier: float, sample_rate: float, rounds: int) -> dp_accounting.DpEvent:
+    import dp_accounting
+
     gaussian = dp_accounting.GaussianDpEvent(noise_multiplier)
     one = (
         gaussian
@@ -79,6 +84,8 @@ def central_epsilon(
         raise ValueError(f"rounds must be >= 0, got {rounds}")
     if rounds == 0:
         return 0.0
+    import dp_accounting
+
     event = _event(noise_multiplier, sample_rate, rounds)
     acc: dp_accounting.PrivacyAccountant = (
         dp_accounting.rdp.RdpAccountant()

@@ -183,7 +183,13 @@ def start_server(
         # Pids of this server, removed on a clean stop: a stale record tells ``--resume``
         # that an earlier server may still hold the ports and database.
         write_json_atomic(layout.processes, {"pids": [os.getpid(), superlink.pid]})
-        registered = register_supernodes(sup, env, keys, existing_ok=True) if keys else []
+        registered = (
+            register_supernodes(
+                addresses, tls.ca_cert if tls is not None else None, keys, existing_ok=True
+            )
+            if keys
+            else []
+        )
         if resume:
             _stop_earlier_runs(env)
         result = run_app(
