@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 from flwr.app import ConfigRecord, Message, RecordDict
 
-from fedgaze.server.exchange import brief_reason, exchange
+from fedgaze.server.exchange import Exchange, brief_reason, push_and_pull
 from flaky_grid import FlakyGrid
 
 pytestmark = pytest.mark.usefixtures("task_identity")
@@ -23,7 +23,7 @@ def _messages(nodes: list[int]) -> list[Message]:
 
 def test_a_node_that_comes_back_gets_the_message_again() -> None:
     grid = FlakyGrid([1, 2, 3], flaky=2, drops=1, away_polls=3)
-    outcome = exchange(grid, _messages([1, 2, 3]), timeout=5.0, poll=0.01)  # type: ignore[arg-type]
+    outcome = Exchange.of(push_and_pull(grid, _messages([1, 2, 3]), 5.0, poll=0.01))  # type: ignore[arg-type]
     assert outcome.failures == []
     assert sorted(r.device_id for r, _ in outcome.reports) == ["d1", "d2", "d3"]
     assert grid.pushed.count(2) == 2
@@ -31,7 +31,7 @@ def test_a_node_that_comes_back_gets_the_message_again() -> None:
 
 def test_resends_are_bounded_and_the_failure_is_named() -> None:
     grid = FlakyGrid([1, 2], flaky=2, drops=10, away_polls=0)
-    outcome = exchange(grid, _messages([1, 2]), timeout=5.0, poll=0.01, max_resends=3)  # type: ignore[arg-type]
+    outcome = Exchange.of(push_and_pull(grid, _messages([1, 2]), 5.0, 0.01, max_resends=3))  # type: ignore[arg-type]
     assert [r.device_id for r, _ in outcome.reports] == ["d1"]
     assert grid.pushed.count(2) == 4
     assert outcome.failures == ["node 2: Node Unavailable"]
@@ -39,7 +39,7 @@ def test_resends_are_bounded_and_the_failure_is_named() -> None:
 
 def test_a_node_that_stays_away_fails_at_the_timeout() -> None:
     grid = FlakyGrid([1, 2], flaky=2, drops=1, away_polls=10_000)
-    outcome = exchange(grid, _messages([1, 2]), timeout=0.3, poll=0.01)  # type: ignore[arg-type]
+    outcome = Exchange.of(push_and_pull(grid, _messages([1, 2]), 0.3, poll=0.01))  # type: ignore[arg-type]
     assert [r.device_id for r, _ in outcome.reports] == ["d1"]
     assert len(outcome.failures) == 1
     assert outcome.failures[0].startswith("node 2: Node Unavailable (not back within")

@@ -87,7 +87,7 @@ def merge_history(history: Iterable[Sequence[float]]) -> list[HistoryEntry]:
 
 
 @cache
-def opacus_rdp() -> ModuleType:
+def _opacus_rdp() -> ModuleType:
     """Opacus' RDP analysis, ``opacus/accountants/analysis/rdp.py`` (``compute_rdp``,
     ``get_privacy_spent``).
 
@@ -121,7 +121,7 @@ def _rdp_per_step(noise_multiplier: float, sample_rate: float) -> np.ndarray:
     cached (read-only) and scaled by the step count, which gives bit-identical results.
     """
     vec = np.asarray(
-        opacus_rdp().compute_rdp(
+        _opacus_rdp().compute_rdp(
             q=sample_rate, noise_multiplier=noise_multiplier, steps=1, orders=list(RDP_ORDERS)
         ),
         dtype=np.float64,
@@ -141,7 +141,7 @@ def _rdp_epsilon(
     )
     if label_epsilon is not None:
         total = total + label_rdp(label_epsilon, RDP_ORDERS)
-    eps, _ = opacus_rdp().get_privacy_spent(orders=list(RDP_ORDERS), rdp=total, delta=delta)
+    eps, _ = _opacus_rdp().get_privacy_spent(orders=list(RDP_ORDERS), rdp=total, delta=delta)
     return float(eps)
 
 

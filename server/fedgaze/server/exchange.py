@@ -94,11 +94,38 @@ def round_messages(
 
 
 @dataclass(frozen=True)
+class Delivery:
+    """What pushing messages and pulling their replies gave: each reply with the node it came
+    for (a SuperLink's own error reply names itself as its source), and why each node that
+    gave none did not (not pushed, unavailable and not back, or silent)."""
+
+    replies: list[tuple[int, Message]]
+    missing: dict[int, str]
+
+
+@dataclass(frozen=True)
 class Exchange:
     """The outcome of one push/pull exchange: usable reports and what went wrong, per node."""
 
     reports: list[tuple[protocol.DeviceReport, Message]]
     failures: list[str]
+
+    @classmethod
+    def of(cls, delivery: Delivery) -> Exchange:
+        """The replies of ``delivery`` parsed, naming the destination node of every error,
+        malformed or missing reply."""
+        reports: list[tuple[protocol.DeviceReport, Message]] = []
+        failures = [f"node {node}: {why}" for node, why in delivery.missing.items()]
+        for node, msg in delivery.replies:
+            if msg.has_error():
+                reason = brief_reason(msg.error.reason or str(msg.error.code))
+                failures.append(f"node {node}: {reason}")
+                continue
+            try:
+                reports.append((protocol.parse_report(msg), msg))
+            except (ValueError, KeyError) as err:
+                failures.append(f"node {node}: malformed reply ({err})")
+        return cls(reports, failures)
 
 
 def _resend(msg: Message) -> Message:
@@ -110,16 +137,6 @@ def _resend(msg: Message) -> Message:
         message_type=meta.message_type,
         group_id=meta.group_id,
     )
-
-
-@dataclass(frozen=True)
-class Delivery:
-    """What pushing messages and pulling their replies gave: each reply with the node it came
-    for (a SuperLink's own error reply names itself as its source), and why each node that
-    gave none did not (not pushed, unavailable and not back, or silent)."""
-
-    replies: list[tuple[int, Message]]
-    missing: dict[int, str]
 
 
 def push_and_pull(
@@ -196,25 +213,8 @@ def push_and_pull(
     return Delivery(replies, missing)
 
 
-def exchange(
-    grid: Grid,
-    messages: list[Message],
-    timeout: float,
-    poll: float = 0.25,
-    max_resends: int = 3,
-) -> Exchange:
-    """Push ``messages`` and collect their replies (:func:`push_and_pull`), naming the
-    destination node of every error, malformed or missing reply. A device replays a round it
-    was already charged for, so a resend costs it nothing."""
-    delivery = push_and_pull(grid, messages, timeout, poll, max_resends)
-    reports: list[tuple[protocol.DeviceReport, Message]] = []
-    failures = [f"node {node}: {why}" for node, why in delivery.missing.items()]
-    for node, msg in delivery.replies:
-        if msg.has_error():
-            failures.append(f"node {node}: {brief_reason(msg.error.reason or str(msg.error.code))}")
-            continue
-        try:
-            reports.append((protocol.parse_report(msg), msg))
-        except (ValueError, KeyError) as err:
-            failures.append(f"node {node}: malformed reply ({err})")
-    return Exchange(reports, failures)
+def exchange(grid: Grid, messages: list[Message], timeout: float) -> Exchange:
+    """Push ``messages`` and collect their replies (:func:`push_and_pull`), parsed
+    (:meth:`Exchange.of`). A device replays a round it was already charged for, so a resend
+    costs it nothing."""
+    return Exchange.of(push_and_pull(grid, messages, timeout))
