@@ -93,6 +93,11 @@ def round_messages(
     ]
 
 
+def reply_error(msg: Message) -> str:
+    """An error reply's reason in one line (:func:`brief_reason`), or its code without one."""
+    return brief_reason(msg.error.reason or str(msg.error.code))
+
+
 @dataclass(frozen=True)
 class Delivery:
     """What pushing messages and pulling their replies gave: each reply with the node it came
@@ -118,8 +123,7 @@ class Exchange:
         failures = [f"node {node}: {why}" for node, why in delivery.missing.items()]
         for node, msg in delivery.replies:
             if msg.has_error():
-                reason = brief_reason(msg.error.reason or str(msg.error.code))
-                failures.append(f"node {node}: {reason}")
+                failures.append(f"node {node}: {reply_error(msg)}")
                 continue
             try:
                 reports.append((protocol.parse_report(msg), msg))

@@ -46,7 +46,7 @@ from flwr.serverapp import Grid
 from fedgaze.federation import protocol
 from fedgaze.federation.secure import STAGE_CONFIGS, SecureAggregation
 from fedgaze.model.weights import ModelState
-from fedgaze.server.exchange import brief_reason, push_and_pull
+from fedgaze.server.exchange import push_and_pull, reply_error
 
 Screen = Callable[[list[tuple[protocol.DeviceReport, Message]]], dict[int, str]]
 """Given the parsed replies of the training stage, the node ids to leave out, with reasons."""
@@ -131,7 +131,6 @@ class _StageGrid:
         self._grid, self._screen, self._poll = grid, screen, poll
         self.reports: list[tuple[protocol.DeviceReport, Message]] = []
         self.failures: list[str] = []
-        self._left_out: set[int] = set()  # id() of the error replies put in by the screen
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._grid, name)
@@ -150,16 +149,14 @@ class _StageGrid:
         wait = timeout if timeout is not None else 3600.0
         delivery = push_and_pull(self._grid, batch, wait, self._poll, resends)
         self.failures += [f"node {node}: {stage}: {why}" for node, why in delivery.missing.items()]
+        self.failures += [
+            f"node {node}: {stage}: {reply_error(reply)}"
+            for node, reply in delivery.replies
+            if reply.has_error()
+        ]
         replies = [reply for _, reply in delivery.replies]
         if stage == Stage.COLLECT_MASKED_VECTORS:
             replies = self._screened(replies)
-        node_of = {id(reply): node for node, reply in delivery.replies}
-        self.failures += [
-            f"node {node_of.get(id(reply), reply.metadata.src_node_id)}: {stage}: "
-            f"{brief_reason(reply.error.reason or str(reply.error.code))}"
-            for reply in replies
-            if reply.has_error() and id(reply) not in self._left_out
-        ]
         return replies
 
     def _screened(self, replies: list[Message]) -> list[Message]:
@@ -185,9 +182,7 @@ class _StageGrid:
         dropped out before sending its masked vector (which is not summed)."""
         node = reply.metadata.src_node_id
         self.failures.append(f"node {node}: left out of the sum: {reason}")
-        error = Message(Error(code=ErrorCode.UNKNOWN, reason=reason), reply_to=reply)
-        self._left_out.add(id(error))
-        return error
+        return Message(Error(code=ErrorCode.UNKNOWN, reason=reason), reply_to=reply)
 
 
 def secure_round(
